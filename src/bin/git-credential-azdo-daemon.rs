@@ -1,0 +1,57 @@
+//! `git-credential-azdo-daemon`: holds tokens and makes every network call; started on demand
+//! by the client. Logs go to stderr (the client points it at the log file); the level comes
+//! from `GIT_CREDENTIAL_AZDO_LOG` (default `info`).
+
+use anyhow::Context;
+use git_credential_azdo::{config::Config, daemon};
+use std::process::ExitCode;
+use tokio::sync::watch;
+
+fn main() -> ExitCode {
+    harden();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GIT_CREDENTIAL_AZDO_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("git-credential-azdo-daemon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<daemon::Exit> {
+    let config = Config::load_default()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            let _ = tx.send(true);
+        });
+        Ok(daemon::run(config, std::io::stdout(), rx).await?)
+    })
+}
+
+/// Private files by default, and no core dumps or ptrace of a process that holds tokens.
+fn harden() {
+    unsafe {
+        libc::umask(0o077);
+        #[cfg(target_os = "linux")]
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}

@@ -1,0 +1,100 @@
+//! `git-credential-azdo`: the credential helper git runs, and the user's command line.
+
+use clap::{Parser, Subcommand};
+use git_credential_azdo::client;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "git-credential-azdo",
+    version,
+    about = "Git credential helper for Azure DevOps with Microsoft Entra ID (no PATs)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Connect an organization: sign in with a device code.
+    Login {
+        /// Organization name (https://dev.azure.com/ORG); default: from this repository's origin.
+        #[arg(long)]
+        org: Option<String>,
+        /// Entra tenant to sign in to, instead of discovering it.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Use the device-code flow (the only flow in this version).
+        #[arg(long)]
+        device_code: bool,
+    },
+    /// Disconnect an organization (or all) and forget its refresh token.
+    Logout {
+        #[arg(long, conflicts_with = "all")]
+        org: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show connected organizations and their tokens' state.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Configure git to use this helper for Azure DevOps.
+    Setup {
+        #[arg(long, conflicts_with = "system")]
+        local: bool,
+        #[arg(long)]
+        system: bool,
+        /// Remove what setup added.
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Stop the daemon (it starts again on the next use).
+    Stop,
+    /// git's credential protocol (run by git).
+    #[command(hide = true)]
+    Get,
+    #[command(hide = true)]
+    Store,
+    #[command(hide = true)]
+    Erase,
+}
+
+fn main() -> ExitCode {
+    // The hot path: git's operations skip argument parsing altogether.
+    let op = std::env::args_os().nth(1);
+    if let Some(op) = op.as_ref().and_then(|o| o.to_str())
+        && matches!(op, "get" | "store" | "erase")
+    {
+        return client::credential_op(
+            op,
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+            std::io::stderr(),
+        );
+    }
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    match Cli::parse().command {
+        Cmd::Login { org, tenant, .. } => client::login_command(org, tenant, &mut err),
+        Cmd::Logout { org, all } => client::logout_command(org, all, &mut err),
+        Cmd::Status { json } => client::status_command(json, &mut out, &mut err),
+        Cmd::Setup {
+            local,
+            system,
+            undo,
+        } => {
+            let scope = if local {
+                "--local"
+            } else if system {
+                "--system"
+            } else {
+                "--global"
+            };
+            client::setup_command(scope, undo, &mut out, &mut err)
+        }
+        Cmd::Stop => client::stop_command(&mut err),
+        Cmd::Get | Cmd::Store | Cmd::Erase => unreachable!("handled above"),
+    }
+}

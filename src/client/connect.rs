@@ -1,0 +1,177 @@
+//! Reaching the daemon: connect to its socket, start it when none answers (and wait, bounded,
+//! for its readiness line), replace a daemon of another version, and exchange one request
+//! for one response under a deadline. Synchronous and std-only.
+
+use crate::ipc::{self, IpcError, Request, RequestEnvelope, Response};
+use crate::paths;
+use interprocess::local_socket::traits::Stream as _;
+use interprocess::local_socket::{ConnectOptions, GenericFilePath, Stream, ToFsName};
+use std::io::{BufRead, BufReader, ErrorKind};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a starting daemon may take to say it is ready.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot start the daemon ({exe}): {message}; its log is {log}")]
+    Start {
+        exe: String,
+        message: String,
+        log: String,
+    },
+    #[error("the daemon did not answer within {0:?}; see {log}", log = paths::log_path().display())]
+    Timeout(Duration),
+    #[error("talking to the daemon: {0}")]
+    Ipc(#[from] IpcError),
+}
+
+fn connect_once() -> std::io::Result<Stream> {
+    let path = paths::socket_path();
+    let name = path.as_path().to_fs_name::<GenericFilePath>()?;
+    ConnectOptions::new().name(name).connect_sync()
+}
+
+fn is_absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused | ErrorKind::AddrNotAvailable
+    )
+}
+
+/// The daemon binary: `$GIT_CREDENTIAL_AZDO_DAEMON`, else next to this executable, else `PATH`.
+fn daemon_exe() -> PathBuf {
+    if let Some(p) = std::env::var_os("GIT_CREDENTIAL_AZDO_DAEMON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let name = "git-credential-azdo-daemon";
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+/// Starts a daemon in its own process group and waits for its readiness line.
+fn start_daemon() -> Result<(), ConnectError> {
+    let exe = daemon_exe();
+    let log = paths::log_path();
+    let fail = |message: String| ConnectError::Start {
+        exe: exe.display().to_string(),
+        message,
+        log: log.display().to_string(),
+    };
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let log_file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log)
+            .map_err(|e| fail(format!("cannot open its log: {e}")))?
+    };
+    let mut child = Command::new(&exe)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        // Its own process group: a Ctrl-C meant for git does not stop the daemon.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| fail(e.to_string()))?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let r = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let _ = tx.send(r);
+    });
+    match rx.recv_timeout(START_DEADLINE) {
+        Ok(Ok(line)) if line.starts_with("ready") || line.starts_with("busy") => Ok(()),
+        Ok(Ok(_)) => {
+            let status = child.wait().ok();
+            Err(fail(format!(
+                "it exited before it was ready ({})",
+                status.map(|s| s.to_string()).unwrap_or_default()
+            )))
+        }
+        Ok(Err(e)) => Err(fail(e.to_string())),
+        Err(_) => Err(fail(format!("it was not ready within {START_DEADLINE:?}"))),
+    }
+}
+
+/// Connects, starting the daemon when none answers.
+fn connect_or_start() -> Result<Stream, ConnectError> {
+    match connect_once() {
+        Ok(s) => return Ok(s),
+        Err(e) if is_absent(&e) => {}
+        Err(e) => return Err(ConnectError::Ipc(e.into())),
+    }
+    start_daemon()?;
+    // `busy` means another client started one at the same moment: give it a moment to bind.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match connect_once() {
+            Ok(s) => return Ok(s),
+            Err(e) if is_absent(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(ConnectError::Ipc(e.into())),
+        }
+    }
+}
+
+fn exchange(stream: Stream, req: &Request, deadline: Duration) -> Result<Response, ConnectError> {
+    stream
+        .set_recv_timeout(Some(deadline))
+        .map_err(IpcError::from)?;
+    stream
+        .set_send_timeout(Some(Duration::from_secs(5)))
+        .map_err(IpcError::from)?;
+    let env = RequestEnvelope {
+        protocol: ipc::PROTOCOL,
+        version: ipc::PACKAGE_VERSION.into(),
+        request: req.clone(),
+    };
+    ipc::write_message(&stream, &env)?;
+    match ipc::read_message(BufReader::new(&stream)) {
+        Err(IpcError::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            Err(ConnectError::Timeout(deadline))
+        }
+        r => Ok(r?),
+    }
+}
+
+/// Sends one request and returns the daemon's answer, starting or replacing the daemon as
+/// needed. `deadline` bounds the wait for the answer.
+pub fn call(req: &Request, deadline: Duration) -> Result<Response, ConnectError> {
+    let resp = exchange(connect_or_start()?, req, deadline)?;
+    if let Response::VersionMismatch { .. } = resp {
+        // The old daemon exits after answering; wait for its socket to go, then start ours.
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until && connect_once().is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return exchange(connect_or_start()?, req, deadline);
+    }
+    Ok(resp)
+}
+
+/// Sends one request only if a daemon is already running (`None` when none is).
+pub fn call_if_running(
+    req: &Request,
+    deadline: Duration,
+) -> Result<Option<Response>, ConnectError> {
+    match connect_once() {
+        Ok(s) => exchange(s, req, deadline).map(Some),
+        Err(e) if is_absent(&e) => Ok(None),
+        Err(e) => Err(ConnectError::Ipc(e.into())),
+    }
+}

@@ -1,0 +1,176 @@
+//! The client: what git runs (`get`, `store`, `erase`) and the user's command line (`login`,
+//! `logout`, `status`, `setup`, `stop`). Synchronous, std-only, quick to start; all network
+//! work happens in the daemon.
+
+mod connect;
+mod ui;
+
+pub use connect::{ConnectError, call, call_if_running};
+
+use crate::config::Config;
+use crate::ipc::{ErrorKind, Request, Response};
+use crate::policy::{self, Decision, Target};
+use crate::protocol::Credential;
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Deadline for a `get`: a refresh on the daemon's side is bounded well below this.
+const GET_DEADLINE: Duration = Duration::from_secs(45);
+const SHORT_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Prefix of every line the client writes to stderr.
+pub const NAME: &str = "git-credential-azdo";
+
+/// One of git's credential operations, with its I/O passed in. Exit code 0 unless the input
+/// was malformed or the daemon failed; stdout only ever carries protocol lines.
+pub fn credential_op(
+    op: &str,
+    input: impl BufRead,
+    mut out: impl Write,
+    mut err: impl Write,
+) -> ExitCode {
+    let cred = match Credential::read_from(input) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "{NAME}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let decision = policy::decide(&cred, || {
+        Config::load_default().map(|c| c.hosts).unwrap_or_else(|e| {
+            let _ = writeln!(err, "{NAME}: {e}");
+            Vec::new()
+        })
+    });
+    let target = match decision {
+        Err(e) => {
+            let _ = writeln!(err, "{NAME}: {e}");
+            return ExitCode::FAILURE;
+        }
+        Ok(Decision::NotOurs) => return ExitCode::SUCCESS,
+        Ok(Decision::NoOrganization { host }) => {
+            if op == "get" {
+                let _ = writeln!(
+                    err,
+                    "{NAME}: cannot tell the Azure DevOps organization for https://{host}/: run `{NAME} setup` (it sets credential.useHttpPath), or use a URL like https://ORG@{host}/ORG/PROJECT/_git/REPO"
+                );
+            }
+            return ExitCode::SUCCESS;
+        }
+        Ok(Decision::Serve(t)) => t,
+    };
+    match op {
+        "get" => get(&cred, &target, &mut out, &mut err),
+        "erase" => {
+            let token = cred.credential.clone().or_else(|| cred.password.clone());
+            let req = Request::Erase {
+                org: target.org,
+                token,
+                wwwauth: cred.wwwauth,
+            };
+            // No daemon, no cached token: nothing to erase.
+            match call_if_running(&req, SHORT_DEADLINE) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let _ = writeln!(err, "{NAME}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        // Tokens come from the daemon; what git would store is ours already.
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+    let req = Request::Get {
+        org: target.org.clone(),
+        host: target.host.clone(),
+        wwwauth: cred.wwwauth.clone(),
+    };
+    let mut resp = call(&req, GET_DEADLINE);
+    if let Ok(Response::Error {
+        error: ErrorKind::NeedsLogin,
+        message,
+    }) = &resp
+    {
+        if !interactive() {
+            let _ = writeln!(
+                err,
+                "{NAME}: {message}. Sign in with: {NAME} login --org {}",
+                target.org
+            );
+            return ExitCode::SUCCESS;
+        }
+        let _ = writeln!(err, "{NAME}: {message}; signing in now.");
+        if let Err(code) = ui::device_login(target, None, cred.wwwauth.clone(), err) {
+            return code;
+        }
+        resp = call(&req, GET_DEADLINE);
+    }
+    match resp {
+        Ok(Response::Token { token, expires_at }) => {
+            match cred.answer(&token, expires_at).write_to(&mut *out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let _ = writeln!(err, "{NAME}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Ok(Response::Error { error, message }) => {
+            let hint = match error {
+                ErrorKind::NeedsLogin => {
+                    format!(". Sign in with: {NAME} login --org {}", target.org)
+                }
+                ErrorKind::Unavailable => {
+                    ". Cached tokens are used while they last; try again shortly".into()
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(err, "{NAME}: {message}{hint}");
+            ExitCode::SUCCESS
+        }
+        Ok(other) => {
+            let _ = writeln!(
+                err,
+                "{NAME}: unexpected answer from the daemon: {}",
+                ui::kind_of(&other)
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            let _ = writeln!(err, "{NAME}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// May we wait for a person? Not with `GIT_TERMINAL_PROMPT=0`, `credential.interactive=false`,
+/// or without a terminal.
+fn interactive() -> bool {
+    if std::env::var_os("GIT_TERMINAL_PROMPT").is_some_and(|v| v == "0") {
+        return false;
+    }
+    if let Ok(o) = std::process::Command::new("git")
+        .args(["config", "--get", "credential.interactive"])
+        .stderr(std::process::Stdio::null())
+        .output()
+    {
+        let v = String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .to_ascii_lowercase();
+        if matches!(v.as_str(), "false" | "no" | "off" | "0" | "never") {
+            return false;
+        }
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .is_ok()
+        && std::io::stderr().is_terminal()
+}
+
+pub use ui::{login_command, logout_command, setup_command, status_command, stop_command};

@@ -1,0 +1,386 @@
+//! The user's commands: `login` (device code, with a spinner), `logout`, `status` (human or
+//! `--json`), `setup` (git configuration, and `--undo`), `stop`.
+
+use super::{GET_DEADLINE, NAME, SHORT_DEADLINE, call, call_if_running};
+use crate::ipc::{Request, Response, StatusView};
+use crate::policy::{self, Decision, Target};
+use crate::protocol::Credential;
+use std::io::{IsTerminal, Write};
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn kind_of(r: &Response) -> &'static str {
+    match r {
+        Response::Token { .. } => "token",
+        Response::DeviceCode { .. } => "device_code",
+        Response::LoggedIn { .. } => "logged_in",
+        Response::Status(_) => "status",
+        Response::Pong { .. } => "pong",
+        Response::Done => "done",
+        Response::VersionMismatch { .. } => "version_mismatch",
+        Response::Error { .. } => "error",
+    }
+}
+
+fn fail(err: &mut impl Write, msg: impl std::fmt::Display) -> ExitCode {
+    let _ = writeln!(err, "{NAME}: {msg}");
+    ExitCode::FAILURE
+}
+
+/// A spinner on stderr while `done` is false; silent when stderr is not a terminal.
+fn spinner(
+    label: String,
+    expires_in: u64,
+    done: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    Some(std::thread::spawn(move || {
+        let frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+        let start = Instant::now();
+        let mut i = 0;
+        while !done.load(Ordering::Relaxed) {
+            let left = expires_in.saturating_sub(start.elapsed().as_secs());
+            eprint!(
+                "\r\x1b[2K{} {label} (code expires in {}:{:02})",
+                frames[i % frames.len()],
+                left / 60,
+                left % 60
+            );
+            i += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprint!("\r\x1b[2K");
+    }))
+}
+
+/// Runs a device-code sign-in through the daemon, talking to the person on `err`.
+pub fn device_login(
+    target: &Target,
+    tenant: Option<String>,
+    wwwauth: Vec<String>,
+    err: &mut impl Write,
+) -> Result<(), ExitCode> {
+    let start = Request::LoginStart {
+        org: target.org.clone(),
+        host: target.host.clone(),
+        tenant,
+        wwwauth,
+    };
+    let (flow, uri, code, expires_in) = match call(&start, GET_DEADLINE) {
+        Ok(Response::DeviceCode {
+            flow,
+            verification_uri,
+            user_code,
+            expires_in,
+            ..
+        }) => (flow, verification_uri, user_code, expires_in),
+        Ok(Response::Error { message, .. }) => {
+            return Err(fail(err, format!("cannot start sign-in: {message}")));
+        }
+        Ok(other) => return Err(fail(err, format!("unexpected answer: {}", kind_of(&other)))),
+        Err(e) => return Err(fail(err, e)),
+    };
+    let _ = writeln!(
+        err,
+        "To connect Azure DevOps organization '{}', open {uri} and enter the code {code}",
+        target.org
+    );
+    let _ = err.flush();
+    let done = Arc::new(AtomicBool::new(false));
+    let spin = spinner(
+        "Waiting for you to sign in…".into(),
+        expires_in,
+        done.clone(),
+    );
+    let result = call(
+        &Request::LoginWait { flow },
+        Duration::from_secs(expires_in + 30),
+    );
+    done.store(true, Ordering::Relaxed);
+    if let Some(h) = spin {
+        let _ = h.join();
+    }
+    match result {
+        Ok(Response::LoggedIn {
+            org,
+            account,
+            store,
+        }) => {
+            let who = match (&account.name, &account.upn) {
+                (Some(n), Some(u)) => format!("{n} <{u}>"),
+                (None, Some(u)) => u.clone(),
+                (Some(n), None) => n.clone(),
+                (None, None) => "your account".into(),
+            };
+            let _ = writeln!(
+                err,
+                "✓ Connected organization '{org}' as {who} (tenant {}). Refresh token kept in: {store}",
+                account.tenant
+            );
+            Ok(())
+        }
+        Ok(Response::Error { message, .. }) => Err(fail(err, format!("sign-in failed: {message}"))),
+        Ok(other) => Err(fail(err, format!("unexpected answer: {}", kind_of(&other)))),
+        Err(e) => Err(fail(err, e)),
+    }
+}
+
+/// The organization of the current repository's `origin`, when it is an Azure DevOps URL.
+fn org_from_origin() -> Option<Target> {
+    let out = Command::new("git")
+        .args(["config", "--get", "remote.origin.url"])
+        .output()
+        .ok()?;
+    let url = String::from_utf8(out.stdout).ok()?;
+    let rest = url.trim().strip_prefix("https://")?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (user, host) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u.split(':').next().unwrap_or(u).to_string()), h),
+        None => (None, authority),
+    };
+    let cred = Credential {
+        protocol: Some("https".into()),
+        host: Some(host.to_string()),
+        path: Some(path.to_string()),
+        username: user,
+        ..Default::default()
+    };
+    let hosts = crate::config::Config::load_default()
+        .map(|c| c.hosts)
+        .unwrap_or_default();
+    match policy::decide(&cred, || hosts) {
+        Ok(Decision::Serve(t)) => Some(t),
+        _ => None,
+    }
+}
+
+pub fn login_command(
+    org: Option<String>,
+    tenant: Option<String>,
+    err: &mut impl Write,
+) -> ExitCode {
+    let target = match org {
+        Some(o) if policy::valid_org(&o) => Target {
+            org: o,
+            host: "dev.azure.com".into(),
+        },
+        Some(o) => return fail(err, format!("'{o}' is not a valid organization name")),
+        None => match org_from_origin() {
+            Some(t) => t,
+            None => {
+                return fail(
+                    err,
+                    "which organization? Give --org ORG (the name in https://dev.azure.com/ORG), or run this inside a clone of an Azure DevOps repository",
+                );
+            }
+        },
+    };
+    match device_login(&target, tenant, Vec::new(), err) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+pub fn logout_command(org: Option<String>, all: bool, err: &mut impl Write) -> ExitCode {
+    if org.is_none() && !all {
+        return fail(
+            err,
+            "give --org ORG, or --all to disconnect every organization",
+        );
+    }
+    match call(&Request::Logout { org: org.clone() }, SHORT_DEADLINE) {
+        Ok(Response::Done) => {
+            let _ = match org {
+                Some(o) => writeln!(err, "Disconnected organization '{o}'."),
+                None => writeln!(err, "Disconnected every organization."),
+            };
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Error { message, .. }) => fail(err, message),
+        Ok(other) => fail(err, format!("unexpected answer: {}", kind_of(&other))),
+        Err(e) => fail(err, e),
+    }
+}
+
+fn when(unix: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if unix >= now {
+        format!("in {}", human(unix - now))
+    } else {
+        format!("{} ago", human(now - unix))
+    }
+}
+
+fn human(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+pub fn status_command(json: bool, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+    let view: StatusView = match call(&Request::Status, SHORT_DEADLINE) {
+        Ok(Response::Status(v)) => v,
+        Ok(Response::Error { message, .. }) => return fail(err, message),
+        Ok(other) => return fail(err, format!("unexpected answer: {}", kind_of(&other))),
+        Err(e) => return fail(err, e),
+    };
+    if json {
+        let _ = serde_json::to_writer_pretty(&mut *out, &view);
+        let _ = writeln!(out);
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(
+        out,
+        "daemon {} (pid {}); refresh tokens: {}",
+        view.daemon_version, view.pid, view.store
+    );
+    if view.orgs.is_empty() {
+        let _ = writeln!(
+            out,
+            "no organization connected; run: {NAME} login --org ORG"
+        );
+    }
+    for o in &view.orgs {
+        let a = &o.account;
+        let _ = writeln!(out, "\n{}", o.org);
+        let _ = writeln!(
+            out,
+            "  account    {}{}",
+            a.name.clone().unwrap_or_default(),
+            a.upn
+                .as_ref()
+                .map(|u| format!(" <{u}>"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(out, "  tenant     {}", a.tenant);
+        let _ = writeln!(out, "  identity   {}", o.identity);
+        let _ = writeln!(out, "  connected  {}", when(o.connected_at));
+        let _ = writeln!(
+            out,
+            "  token      {}",
+            o.access_token_expires_at
+                .map(|e| format!("expires {}", when(e)))
+                .unwrap_or_else(|| "none cached".into())
+        );
+        if let Some(last) = o.last_refresh_at {
+            let _ = writeln!(
+                out,
+                "  refreshed  {} ({})",
+                when(last),
+                o.last_refresh_outcome.clone().unwrap_or_default()
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn stop_command(err: &mut impl Write) -> ExitCode {
+    match call_if_running(&Request::Shutdown, SHORT_DEADLINE) {
+        Ok(None) => {
+            let _ = writeln!(err, "no daemon is running");
+            ExitCode::SUCCESS
+        }
+        Ok(Some(_)) => {
+            let _ = writeln!(err, "daemon stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(err, e),
+    }
+}
+
+/// The helper name for git: `azdo` when this executable is the one on `PATH`, else its path.
+fn helper_value() -> String {
+    let exe = std::env::current_exe().ok();
+    let on_path = exe.as_ref().and_then(|e| e.parent()).is_some_and(|dir| {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d == dir))
+    });
+    match exe {
+        Some(e) if !on_path => e.display().to_string(),
+        _ => "azdo".into(),
+    }
+}
+
+const URLS: [&str; 2] = ["https://dev.azure.com", "https://*.visualstudio.com"];
+
+fn git_config(scope: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new("git")
+        .arg("config")
+        .arg(scope)
+        .args(args)
+        .output()
+}
+
+/// Sets git up to use this helper for Azure DevOps (idempotent), or undoes it.
+pub fn setup_command(
+    scope: &str,
+    undo: bool,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> ExitCode {
+    let helper = helper_value();
+    let mut changed = Vec::new();
+    for url in URLS {
+        let key = format!("credential.{url}.helper");
+        let current = match git_config(scope, &["--get-all", &key]) {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).to_string(),
+            Err(e) => return fail(err, format!("cannot run git: {e}")),
+        };
+        let ours = |v: &str| v == "azdo" || v.ends_with("git-credential-azdo");
+        let has = current.lines().any(ours);
+        if undo {
+            if has {
+                // Remove our entry and the empty entry we put before it; leave others.
+                let _ = git_config(
+                    scope,
+                    &["--unset-all", &key, "^(azdo|.*git-credential-azdo|)$"],
+                );
+                changed.push(format!("removed {key}"));
+            }
+        } else if !has {
+            // An empty value first: helpers configured for all hosts are not asked for
+            // Azure DevOps (a stale PAT in `store` would otherwise win).
+            for v in ["", helper.as_str()] {
+                if let Err(e) = git_config(scope, &["--add", &key, v]) {
+                    return fail(err, format!("cannot run git: {e}"));
+                }
+            }
+            changed.push(format!("{key} = {helper}"));
+        }
+    }
+    let key = "credential.https://dev.azure.com.useHttpPath";
+    if undo {
+        if git_config(scope, &["--get", key]).is_ok_and(|o| o.status.success()) {
+            let _ = git_config(scope, &["--unset-all", key]);
+            changed.push(format!("removed {key}"));
+        }
+    } else if !git_config(scope, &["--get", key])
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+    {
+        let _ = git_config(scope, &["--replace-all", key, "true"]);
+        changed.push(format!("{key} = true"));
+    }
+    if changed.is_empty() {
+        let _ = writeln!(out, "git is already set up ({scope}); nothing changed.");
+    } else {
+        for c in &changed {
+            let _ = writeln!(out, "{scope}: {c}");
+        }
+    }
+    if !undo {
+        let _ = writeln!(
+            out,
+            "Next: {NAME} login --org ORG (or just git clone https://dev.azure.com/ORG/PROJECT/_git/REPO)"
+        );
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,146 @@
+//! The configuration file: extra hosts, where refresh tokens are kept, the sign-in client and
+//! authority, and per-organization overrides.
+//!
+//! A missing file is the default configuration. The client reads it only on cold paths (a host
+//! that is not built in, or a command other than `get`), never for a plain Azure DevOps `get`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Visual Studio's public client, as Git Credential Manager uses.
+pub const DEFAULT_CLIENT_ID: &str = "872cd9fa-d31f-45e0-9eab-6e460a02d1f1";
+pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+
+/// Where refresh tokens are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreSetting {
+    /// The OS keyring when one answers, else memory only (reported, never a silent file).
+    #[default]
+    Auto,
+    Keyring,
+    /// A 0600 file in the data directory; for headless machines, chosen explicitly.
+    File,
+    /// Nothing kept past the daemon's life.
+    Memory,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgConfig {
+    /// Tenant to sign in to for this organization, instead of discovering it.
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Extra hosts to answer for (Azure DevOps behind a proxy or a custom domain), `host[:port]`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub store: StoreSetting,
+    /// Public client used for people's sign-in.
+    pub client_id: Option<String>,
+    /// Entra authority host; `AZURE_AUTHORITY_HOST` wins over it.
+    pub authority_host: Option<String>,
+    #[serde(default)]
+    pub org: BTreeMap<String, OrgConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid: {message}")]
+    Parse { path: String, message: String },
+}
+
+impl Config {
+    /// Loads the file at `path`; a missing file gives the defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Config::default()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.message().to_string(),
+        })
+    }
+
+    pub fn load_default() -> Result<Config, ConfigError> {
+        Self::load(&crate::paths::config_path())
+    }
+
+    pub fn client_id(&self) -> &str {
+        self.client_id.as_deref().unwrap_or(DEFAULT_CLIENT_ID)
+    }
+
+    /// `AZURE_AUTHORITY_HOST`, else the file's `authority_host`, else the public cloud.
+    pub fn authority(&self) -> String {
+        std::env::var("AZURE_AUTHORITY_HOST")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.authority_host.clone())
+            .unwrap_or_else(|| DEFAULT_AUTHORITY.to_string())
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    pub fn tenant_override(&self, org: &str) -> Option<&str> {
+        self.org
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(org))
+            .and_then(|(_, o)| o.tenant.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file_and_defaults() {
+        let c: Config = toml::from_str(
+            r#"
+hosts = ["ado.corp.example:8443"]
+store = "file"
+client_id = "abc"
+authority_host = "https://login.microsoftonline.us/"
+[org.Contoso]
+tenant = "t1"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.hosts, vec!["ado.corp.example:8443"]);
+        assert_eq!(c.store, StoreSetting::File);
+        assert_eq!(c.client_id(), "abc");
+        assert_eq!(c.tenant_override("contoso"), Some("t1"));
+        let d = Config::default();
+        assert_eq!(d.store, StoreSetting::Auto);
+        assert_eq!(d.client_id(), DEFAULT_CLIENT_ID);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("azdo-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("config.toml");
+        std::fs::write(&p, "stor = \"file\"\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("config.toml") && e.contains("stor"), "{e}");
+        assert!(Config::load(&dir.join("missing.toml")).is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

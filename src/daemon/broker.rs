@@ -1,0 +1,739 @@
+//! The token broker: which account serves which organization, the access token of each account
+//! in memory, refresh ahead of expiry with one refresh in flight per account, rotated refresh
+//! tokens persisted before use, erase and back-off, and device-code sign-in.
+//!
+//! Every network call of the daemon starts here; the server only translates messages.
+
+use super::claims::Claims;
+use super::discovery;
+use super::entra::{Entra, EntraError, TokenSet};
+use super::store::{self, AccountRecord, OrgBinding, Records, SecretStore};
+use crate::config::Config;
+use crate::ipc::{AccountView, ErrorKind, OrgStatus, Response, StatusView};
+use crate::secret::Secret;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Notify, watch};
+
+const STORE_LIMIT: Duration = Duration::from_secs(5);
+/// Longest back-off after Azure DevOps refuses fresh tokens again and again.
+const MAX_DENIED_BACKOFF: Duration = Duration::from_secs(300);
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn err(error: ErrorKind, message: impl Into<String>) -> Response {
+    Response::Error {
+        error,
+        message: message.into(),
+    }
+}
+
+#[derive(Clone)]
+struct CachedToken {
+    token: Secret,
+    obtained_ms: u64,
+    expires_ms: u64,
+}
+
+impl CachedToken {
+    fn lifetime_ms(&self) -> u64 {
+        self.expires_ms.saturating_sub(self.obtained_ms)
+    }
+    /// Good to hand to git: not within the last fifth of its life (at most two minutes).
+    fn usable(&self, now: u64) -> bool {
+        let margin = (self.lifetime_ms() / 5).min(120_000);
+        self.expires_ms > now + margin
+    }
+    /// When the background refresh should replace it: three quarters into its life.
+    fn refresh_due_ms(&self) -> u64 {
+        self.obtained_ms + self.lifetime_ms() * 3 / 4
+    }
+}
+
+#[derive(Default)]
+struct SlotState {
+    token: Option<CachedToken>,
+    refresh_token: Option<Secret>,
+    /// Claims challenge from Azure DevOps to send with the next refresh.
+    claims: Option<String>,
+    /// Set when the refresh token no longer works: sign in again.
+    needs_login: Option<String>,
+    last_refresh_ms: Option<u64>,
+    last_outcome: Option<String>,
+    /// Earliest time the background refresher may try again after a failure.
+    retry_at_ms: u64,
+    failures: u32,
+    last_erase_ms: Option<u64>,
+    denied_streak: u32,
+    denied_until_ms: u64,
+}
+
+/// One account's tokens.
+struct Slot {
+    id: String,
+    tenant: String,
+    state: Mutex<SlotState>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    wake: Notify,
+}
+
+type FlowResult = Option<Result<(String, AccountView), (ErrorKind, String)>>;
+
+pub struct Broker {
+    entra: Entra,
+    http: reqwest::Client,
+    store: Arc<dyn SecretStore>,
+    data_dir: PathBuf,
+    config: Config,
+    records: tokio::sync::Mutex<Records>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    flows: Mutex<HashMap<String, watch::Receiver<FlowResult>>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Broker {
+    pub fn new(
+        config: Config,
+        http: reqwest::Client,
+        store: Arc<dyn SecretStore>,
+        data_dir: PathBuf,
+        records: Records,
+        shutdown: watch::Receiver<bool>,
+    ) -> Arc<Broker> {
+        let entra = Entra::new(http.clone(), &config.authority(), config.client_id());
+        let broker = Arc::new(Broker {
+            entra,
+            http,
+            store,
+            data_dir,
+            config,
+            records: tokio::sync::Mutex::new(records.clone()),
+            slots: Mutex::default(),
+            flows: Mutex::default(),
+            shutdown,
+        });
+        // Warm every known account at once, so the first `get` after a restart finds a token.
+        for (id, acct) in &records.accounts {
+            let slot = broker.slot(id, &acct.tenant);
+            slot.wake.notify_one();
+        }
+        broker
+    }
+
+    pub fn store_description(&self) -> String {
+        self.store.describe()
+    }
+
+    /// The slot of an account, created with its background refresher on first use.
+    fn slot(self: &Arc<Self>, id: &str, tenant: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap();
+        if let Some(s) = slots.get(id) {
+            return s.clone();
+        }
+        let slot = Arc::new(Slot {
+            id: id.to_string(),
+            tenant: tenant.to_string(),
+            state: Mutex::default(),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+        });
+        slots.insert(id.to_string(), slot.clone());
+        tokio::spawn(self.clone().refresher(slot.clone()));
+        slot
+    }
+
+    /// Drops an account's slot; its refresher notices and ends.
+    fn forget_slot(&self, id: &str) {
+        if let Some(old) = self.slots.lock().unwrap().remove(id) {
+            old.wake.notify_one();
+        }
+    }
+
+    async fn slot_for_org(self: &Arc<Self>, org: &str) -> Option<Arc<Slot>> {
+        let records = self.records.lock().await;
+        let binding = records.orgs.get(&org.to_ascii_lowercase())?;
+        let account = records.accounts.get(&binding.account)?;
+        Some(self.slot(&binding.account, &account.tenant))
+    }
+
+    /// Keeps one account's token fresh: refresh three quarters into its life, retry failures
+    /// with back-off while the old token is still valid.
+    async fn refresher(self: Arc<Self>, slot: Arc<Slot>) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let due = {
+                let st = slot.state.lock().unwrap();
+                if st.needs_login.is_some() {
+                    None
+                } else {
+                    match &st.token {
+                        Some(t) => Some(t.refresh_due_ms().max(st.retry_at_ms)),
+                        // No token yet: fetch one now (first start, or after a restart).
+                        None if st.failures == 0 => Some(0),
+                        None => Some(st.retry_at_ms),
+                    }
+                }
+            };
+            let sleep = match due {
+                Some(d) => Duration::from_millis(d.saturating_sub(now_ms())),
+                None => Duration::from_secs(24 * 3600),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {
+                    if due.is_some() {
+                        let _ = self.refresh(&slot, true).await;
+                    }
+                }
+                _ = slot.wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            let current = self.slots.lock().unwrap().get(&slot.id).cloned();
+            if !current.is_some_and(|c| Arc::ptr_eq(&c, &slot)) {
+                return; // logged out, or replaced by a new sign-in
+            }
+        }
+    }
+
+    /// Refreshes the account's access token, sharing one request among all callers. With
+    /// `background`, refreshes even when the current token is still usable.
+    async fn refresh(&self, slot: &Slot, background: bool) -> Result<CachedToken, Response> {
+        let _flight = slot.refresh_lock.lock().await;
+        let now = now_ms();
+        let refresh_token = {
+            let st = slot.state.lock().unwrap();
+            if let Some(t) = &st.token {
+                let fresh_enough = if background {
+                    now < t.refresh_due_ms().max(st.retry_at_ms)
+                } else {
+                    t.usable(now)
+                };
+                if fresh_enough {
+                    return Ok(t.clone());
+                }
+            }
+            if let Some(why) = &st.needs_login {
+                return Err(err(ErrorKind::NeedsLogin, why.clone()));
+            }
+            st.refresh_token.clone()
+        };
+        let refresh_token = match refresh_token {
+            Some(rt) => rt,
+            None => {
+                let id = slot.id.clone();
+                match store::call(&self.store, STORE_LIMIT, move |s| s.load(&id)).await {
+                    Ok(Some(rt)) => rt,
+                    Ok(None) => {
+                        let why = format!(
+                            "no refresh token is stored for this account (store: {})",
+                            self.store.kind()
+                        );
+                        slot.state.lock().unwrap().needs_login = Some(why.clone());
+                        return Err(err(ErrorKind::NeedsLogin, why));
+                    }
+                    Err(e) => {
+                        return Err(self.failed(slot, ErrorKind::Unavailable, e.to_string()));
+                    }
+                }
+            }
+        };
+        let claims = slot.state.lock().unwrap().claims.clone();
+        tracing::debug!(account = %slot.id, "refreshing access token");
+        match self
+            .entra
+            .refresh(&slot.tenant, &refresh_token, claims.as_deref())
+            .await
+        {
+            Ok(set) => Ok(self.install(slot, set, claims.is_some()).await),
+            Err(EntraError::SignInRequired(m)) => {
+                tracing::warn!(account = %slot.id, reason = %m, "sign-in required");
+                let mut st = slot.state.lock().unwrap();
+                st.needs_login = Some(m.clone());
+                st.last_outcome = Some(format!("failed: {m}"));
+                st.last_refresh_ms = Some(now);
+                Err(err(ErrorKind::NeedsLogin, m))
+            }
+            Err(e) => Err(self.failed(slot, ErrorKind::Unavailable, e.to_string())),
+        }
+    }
+
+    /// Records a failed refresh and schedules the next background try.
+    fn failed(&self, slot: &Slot, kind: ErrorKind, message: String) -> Response {
+        tracing::warn!(account = %slot.id, error = %message, "refresh failed");
+        let mut st = slot.state.lock().unwrap();
+        st.failures += 1;
+        let backoff = (1000u64 << st.failures.min(6)).min(60_000);
+        st.retry_at_ms = now_ms() + backoff;
+        st.last_refresh_ms = Some(now_ms());
+        st.last_outcome = Some(format!("failed: {message}"));
+        err(kind, message)
+    }
+
+    /// Persists the rotated refresh token, then publishes the new access token.
+    async fn install(&self, slot: &Slot, set: TokenSet, used_claims: bool) -> CachedToken {
+        let now = now_ms();
+        let mut outcome = "ok".to_string();
+        if let Some(rt) = &set.refresh {
+            let (id, rt2) = (slot.id.clone(), rt.clone());
+            if let Err(e) = store::call(&self.store, STORE_LIMIT, move |s| s.save(&id, &rt2)).await
+            {
+                // Keep the new one in memory: the old one may already be spent.
+                tracing::error!(account = %slot.id, error = %e, "could not save the rotated refresh token");
+                outcome = format!("ok, but the new refresh token could not be saved: {e}");
+            }
+        }
+        let cached = CachedToken {
+            token: set.access,
+            obtained_ms: now,
+            expires_ms: now + set.expires_in.as_millis() as u64,
+        };
+        let mut st = slot.state.lock().unwrap();
+        if let Some(rt) = set.refresh {
+            st.refresh_token = Some(rt);
+        }
+        if used_claims {
+            st.claims = None;
+        }
+        st.token = Some(cached.clone());
+        st.needs_login = None;
+        st.failures = 0;
+        st.retry_at_ms = 0;
+        st.last_refresh_ms = Some(now);
+        st.last_outcome = Some(outcome);
+        drop(st);
+        slot.wake.notify_one();
+        tracing::info!(account = %slot.id, expires_in_s = (cached.lifetime_ms() / 1000), "access token ready");
+        cached
+    }
+
+    /// Answers `get`: the cached token when usable, else one shared refresh.
+    pub async fn get(self: &Arc<Self>, org: &str) -> Response {
+        let Some(slot) = self.slot_for_org(org).await else {
+            return err(
+                ErrorKind::NeedsLogin,
+                format!("no account is connected to organization '{org}'"),
+            );
+        };
+        let now = now_ms();
+        {
+            let st = slot.state.lock().unwrap();
+            if st.denied_until_ms > now {
+                return err(
+                    ErrorKind::Denied,
+                    format!(
+                        "Azure DevOps refused fresh tokens for organization '{org}' again (does the account have access?); not asking for {} more seconds",
+                        (st.denied_until_ms - now).div_ceil(1000)
+                    ),
+                );
+            }
+            if let Some(t) = &st.token
+                && t.usable(now)
+            {
+                return token_response(t);
+            }
+        }
+        match self.refresh(&slot, false).await {
+            Ok(t) => token_response(&t),
+            Err(e) => {
+                // A transient failure: a token that is still valid is better than none.
+                let st = slot.state.lock().unwrap();
+                match &st.token {
+                    Some(t) if t.expires_ms > now_ms() + 5_000 => token_response(t),
+                    _ => e,
+                }
+            }
+        }
+    }
+
+    /// Answers `erase`: drop the refused token; back off when replacements are refused too.
+    pub async fn erase(self: &Arc<Self>, org: &str, token: Option<&Secret>, wwwauth: &[String]) {
+        let Some(slot) = self.slot_for_org(org).await else {
+            return;
+        };
+        let now = now_ms();
+        let mut st = slot.state.lock().unwrap();
+        let matches = match (&st.token, token) {
+            (Some(t), Some(rejected)) => &t.token == rejected,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if let Some(claims) = wwwauth.iter().find_map(|w| claims_challenge(w)) {
+            tracing::info!(org, "Azure DevOps asked for a claims challenge");
+            st.claims = Some(claims);
+        } else if matches {
+            let t = st.token.as_ref().expect("matched");
+            // A token obtained since the previous erase was refused too: no access rather
+            // than expiry, so back off instead of asking Entra again and again.
+            let replacement = st.last_erase_ms.is_some_and(|e| t.obtained_ms >= e);
+            st.denied_streak = if replacement { st.denied_streak + 1 } else { 0 };
+            if st.denied_streak > 0 {
+                let backoff = Duration::from_secs(5 << (st.denied_streak - 1).min(10))
+                    .min(MAX_DENIED_BACKOFF);
+                st.denied_until_ms = now + backoff.as_millis() as u64;
+                tracing::warn!(
+                    org,
+                    backoff_s = backoff.as_secs(),
+                    "fresh token refused again; backing off"
+                );
+            }
+        }
+        if matches {
+            st.token = None;
+            st.last_erase_ms = Some(now);
+        }
+    }
+
+    /// Discovers (or recalls) the tenant of an organization.
+    async fn tenant_of(&self, org: &str, host: &str, wwwauth: &[String]) -> String {
+        if let Some(t) = self.config.tenant_override(org) {
+            return t.to_string();
+        }
+        let key = org.to_ascii_lowercase();
+        if let Some(t) = self.records.lock().await.tenants.get(&key) {
+            return t.clone();
+        }
+        let found = match wwwauth
+            .iter()
+            .find_map(|w| discovery::tenant_from_challenge(w))
+        {
+            Some(t) => Some(t),
+            None => discovery::discover(&self.http, host, org).await,
+        };
+        match found {
+            Some(t) => {
+                let mut records = self.records.lock().await;
+                records.tenants.insert(key, t.clone());
+                if let Err(e) = records.save(&self.data_dir) {
+                    tracing::warn!(error = %e, "could not save the tenant cache");
+                }
+                t
+            }
+            None => "organizations".to_string(),
+        }
+    }
+
+    /// Starts a device-code sign-in; the flow finishes in the background.
+    pub async fn login_start(
+        self: &Arc<Self>,
+        org: String,
+        host: String,
+        tenant: Option<String>,
+        wwwauth: Vec<String>,
+    ) -> Response {
+        if !crate::policy::valid_org(&org) {
+            return err(
+                ErrorKind::BadRequest,
+                format!("'{org}' is not a valid organization name"),
+            );
+        }
+        let tenant = match tenant {
+            Some(t) if discovery::valid_tenant(&t) => t,
+            Some(t) => {
+                return err(
+                    ErrorKind::BadRequest,
+                    format!("'{t}' is not a valid tenant"),
+                );
+            }
+            None => self.tenant_of(&org, &host, &wwwauth).await,
+        };
+        let details = match self.entra.device_code(&tenant).await {
+            Ok(d) => d,
+            Err(e) => {
+                let kind = if e.is_transient() {
+                    ErrorKind::Unavailable
+                } else {
+                    ErrorKind::LoginFailed
+                };
+                return err(kind, e.to_string());
+            }
+        };
+        let flow = random_id();
+        let (tx, rx) = watch::channel(None);
+        self.flows.lock().unwrap().insert(flow.clone(), rx);
+        let response = Response::DeviceCode {
+            flow: flow.clone(),
+            verification_uri: details.verification_uri().to_string(),
+            user_code: details.user_code().secret().clone(),
+            message: details.extra_fields().message.clone().unwrap_or_default(),
+            expires_in: details.expires_in().as_secs(),
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let outcome = match this.entra.device_token(&tenant, &details).await {
+                Ok(set) => this.finish_login(&org, &host, &tenant, set).await,
+                Err(e) => Err((ErrorKind::LoginFailed, e.to_string())),
+            };
+            let _ = tx.send(Some(outcome));
+            // Keep the result for a late `login_wait`, then forget the flow.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            this.flows.lock().unwrap().remove(&flow);
+        });
+        response
+    }
+
+    pub async fn login_wait(self: &Arc<Self>, flow: &str) -> Response {
+        let rx = self.flows.lock().unwrap().get(flow).cloned();
+        let Some(mut rx) = rx else {
+            return err(
+                ErrorKind::BadRequest,
+                "no such sign-in in progress (it may have expired)",
+            );
+        };
+        let result = match rx.wait_for(|r| r.is_some()).await {
+            Ok(r) => r.clone().expect("waited for Some"),
+            Err(_) => {
+                return err(
+                    ErrorKind::Internal,
+                    "the sign-in task ended without a result",
+                );
+            }
+        };
+        match result {
+            Ok((org, account)) => Response::LoggedIn {
+                org,
+                account,
+                store: self.store.describe(),
+            },
+            Err((kind, message)) => err(kind, message),
+        }
+    }
+
+    async fn finish_login(
+        self: &Arc<Self>,
+        org: &str,
+        host: &str,
+        tenant: &str,
+        set: TokenSet,
+    ) -> Result<(String, AccountView), (ErrorKind, String)> {
+        let claims = Claims::of(set.access.expose());
+        let view = claims.view(tenant);
+        let id = match &claims.oid {
+            Some(oid) => format!("{}.{}", view.tenant, oid),
+            None => format!("{}.{}", tenant, org.to_ascii_lowercase()),
+        };
+        let Some(rt) = set.refresh.clone() else {
+            return Err((
+                ErrorKind::LoginFailed,
+                "Entra ID returned no refresh token".into(),
+            ));
+        };
+        // The refresh token first: it is what makes the sign-in last.
+        let (sid, srt) = (id.clone(), rt.clone());
+        store::call(&self.store, STORE_LIMIT, move |s| s.save(&sid, &srt))
+            .await
+            .map_err(|e| {
+                (
+                    ErrorKind::Internal,
+                    format!("signed in, but could not save the refresh token: {e}"),
+                )
+            })?;
+        {
+            let mut records = self.records.lock().await;
+            records.accounts.insert(
+                id.clone(),
+                AccountRecord {
+                    tenant: tenant.to_string(),
+                    client_id: self.config.client_id().to_string(),
+                    authority: self.entra.authority().to_string(),
+                    name: view.name.clone(),
+                    upn: view.upn.clone(),
+                    oid: view.oid.clone(),
+                    identity: "user".into(),
+                    connected_at: now_ms() / 1000,
+                },
+            );
+            records.orgs.insert(
+                org.to_ascii_lowercase(),
+                OrgBinding {
+                    account: id.clone(),
+                    host: host.to_string(),
+                },
+            );
+            records.save(&self.data_dir).map_err(|e| {
+                (
+                    ErrorKind::Internal,
+                    format!("signed in, but could not save the account record: {e}"),
+                )
+            })?;
+        }
+        // A fresh sign-in replaces whatever state the account had.
+        self.forget_slot(&id);
+        let slot = self.slot(&id, tenant);
+        {
+            // Hold the flight lock so the new slot's refresher cannot spend the refresh
+            // token before the sign-in's own tokens are in place.
+            let _flight = slot.refresh_lock.lock().await;
+            slot.state.lock().unwrap().refresh_token = Some(rt);
+            self.install(&slot, set, false).await;
+        }
+        tracing::info!(org, account = %id, "signed in");
+        Ok((org.to_string(), view))
+    }
+
+    /// Disconnects one organization, or all; forgets refresh tokens no organization uses.
+    pub async fn logout(self: &Arc<Self>, org: Option<&str>) -> Response {
+        let mut records = self.records.lock().await;
+        let removed: Vec<String> = match org {
+            Some(o) => records
+                .orgs
+                .remove(&o.to_ascii_lowercase())
+                .map(|_| vec![o.to_string()])
+                .unwrap_or_default(),
+            None => std::mem::take(&mut records.orgs).into_keys().collect(),
+        };
+        if removed.is_empty() {
+            return err(
+                ErrorKind::BadRequest,
+                match org {
+                    Some(o) => format!("organization '{o}' is not connected"),
+                    None => "no organization is connected".into(),
+                },
+            );
+        }
+        let unused: Vec<String> = records
+            .accounts
+            .keys()
+            .filter(|id| !records.orgs.values().any(|b| &b.account == *id))
+            .cloned()
+            .collect();
+        for id in &unused {
+            records.accounts.remove(id);
+            self.forget_slot(id);
+            let key = id.clone();
+            if let Err(e) = store::call(&self.store, STORE_LIMIT, move |s| s.delete(&key)).await {
+                return err(
+                    ErrorKind::Internal,
+                    format!("could not remove the refresh token: {e}"),
+                );
+            }
+        }
+        if let Err(e) = records.save(&self.data_dir) {
+            return err(ErrorKind::Internal, e.to_string());
+        }
+        Response::Done
+    }
+
+    pub async fn status(self: &Arc<Self>) -> Response {
+        let records = self.records.lock().await.clone();
+        let mut orgs = Vec::new();
+        for (org, binding) in &records.orgs {
+            let Some(acct) = records.accounts.get(&binding.account) else {
+                continue;
+            };
+            let slot = self.slots.lock().unwrap().get(&binding.account).cloned();
+            let (expires, last, outcome) = match slot {
+                Some(s) => {
+                    let st = s.state.lock().unwrap();
+                    (
+                        st.token.as_ref().map(|t| t.expires_ms / 1000),
+                        st.last_refresh_ms.map(|m| m / 1000),
+                        st.needs_login
+                            .as_ref()
+                            .map(|w| format!("sign-in required: {w}"))
+                            .or_else(|| st.last_outcome.clone()),
+                    )
+                }
+                None => (None, None, None),
+            };
+            orgs.push(OrgStatus {
+                org: org.clone(),
+                account: AccountView {
+                    name: acct.name.clone(),
+                    upn: acct.upn.clone(),
+                    tenant: acct.tenant.clone(),
+                    oid: acct.oid.clone(),
+                },
+                identity: acct.identity.clone(),
+                connected_at: acct.connected_at,
+                access_token_expires_at: expires,
+                last_refresh_at: last,
+                last_refresh_outcome: outcome,
+                refresh_token_store: self.store.describe(),
+            });
+        }
+        Response::Status(StatusView {
+            daemon_version: crate::ipc::PACKAGE_VERSION.into(),
+            pid: std::process::id(),
+            store: self.store.describe(),
+            orgs,
+        })
+    }
+}
+
+fn token_response(t: &CachedToken) -> Response {
+    Response::Token {
+        token: t.token.clone(),
+        expires_at: t.expires_ms / 1000,
+    }
+}
+
+/// The decoded `claims` of a `Bearer error="insufficient_claims", claims="<base64>"` challenge.
+fn claims_challenge(challenge: &str) -> Option<String> {
+    use base64::Engine;
+    if !challenge.contains("insufficient_claims") {
+        return None;
+    }
+    let start = challenge.find("claims=\"")? + "claims=\"".len();
+    let b64 = &challenge[start..];
+    let b64 = &b64[..b64.find('"')?];
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .or_else(|_| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(b64.trim_end_matches('='))
+        })
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(now_ms());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_timing() {
+        let t = CachedToken {
+            token: Secret::new("x"),
+            obtained_ms: 0,
+            expires_ms: 3_600_000,
+        };
+        assert_eq!(t.refresh_due_ms(), 2_700_000);
+        assert!(t.usable(3_400_000));
+        assert!(!t.usable(3_500_000));
+        let short = CachedToken {
+            token: Secret::new("x"),
+            obtained_ms: 0,
+            expires_ms: 4_000,
+        };
+        assert!(short.usable(3_000));
+        assert!(!short.usable(3_300));
+    }
+
+    #[test]
+    fn claims_challenge_is_decoded() {
+        use base64::Engine;
+        let c = r#"{"access_token":{"nbf":{"essential":true,"value":"1"}}}"#;
+        let w = format!(
+            "Bearer realm=\"\", error=\"insufficient_claims\", claims=\"{}\"",
+            base64::engine::general_purpose::STANDARD.encode(c)
+        );
+        assert_eq!(claims_challenge(&w).as_deref(), Some(c));
+        assert_eq!(claims_challenge("Bearer authorization_uri=x"), None);
+    }
+}

@@ -1,0 +1,217 @@
+//! Microsoft Entra ID for people: the device-code flow and refresh-token redemption, through
+//! the `oauth2` crate over the daemon's one reqwest client.
+//!
+//! Owns the mapping from Entra's answers (and its `AADSTS` error codes) to what the daemon
+//! does next: retry later, or ask the person to sign in again.
+
+use crate::secret::Secret;
+use oauth2::basic::BasicClient;
+use oauth2::{
+    ClientId, DeviceAuthorizationUrl, EndpointNotSet, EndpointSet, RefreshToken, RequestTokenError,
+    Scope, StandardErrorResponse, TokenResponse, TokenUrl,
+};
+use oauth2::{DeviceAuthorizationResponse, ExtraDeviceAuthorizationFields};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Azure DevOps as an Entra resource, with every permission the signed-in user has.
+pub const AZURE_DEVOPS_SCOPE: &str = "499b84ac-1321-427f-aa17-267ca6975798/.default";
+
+/// Entra's device-code answer carries a ready-made `message`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EntraDeviceFields {
+    pub message: Option<String>,
+}
+impl ExtraDeviceAuthorizationFields for EntraDeviceFields {}
+
+pub type DeviceDetails = DeviceAuthorizationResponse<EntraDeviceFields>;
+
+/// What a successful token request gives.
+#[derive(Debug)]
+pub struct TokenSet {
+    pub access: Secret,
+    pub refresh: Option<Secret>,
+    pub expires_in: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EntraError {
+    /// The grant is gone (revoked, expired, password changed, policy): sign in again.
+    #[error("{0}")]
+    SignInRequired(String),
+    /// The person declined, or the code expired.
+    #[error("{0}")]
+    LoginFailed(String),
+    /// Entra or the network failed; the same request may work later.
+    #[error("{0}")]
+    Transient(String),
+    /// The request is wrong for this tenant or client (configuration).
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl EntraError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, EntraError::Transient(_))
+    }
+}
+
+/// First line of an Entra `error_description` ("AADSTS70008: The provided ..."), without the
+/// trace and correlation ids that follow it.
+fn describe<T: oauth2::ErrorResponseType + AsRef<str>>(err: &StandardErrorResponse<T>) -> String {
+    let code = err.error().as_ref().to_string();
+    match err.error_description() {
+        Some(d) => {
+            let first = d.lines().next().unwrap_or("").trim();
+            format!("{code}: {first}")
+        }
+        None => code,
+    }
+}
+
+fn classify<RE: std::error::Error + 'static, T>(
+    what: &str,
+    err: RequestTokenError<RE, StandardErrorResponse<T>>,
+) -> EntraError
+where
+    T: oauth2::ErrorResponseType + AsRef<str> + std::fmt::Display + 'static,
+{
+    match err {
+        RequestTokenError::ServerResponse(resp) => {
+            let code = resp.error().as_ref().to_string();
+            let text = format!("Entra ID refused the {what}: {}", describe(&resp));
+            match code.as_str() {
+                "invalid_grant" | "interaction_required" | "consent_required" => {
+                    EntraError::SignInRequired(text)
+                }
+                "authorization_declined" | "expired_token" | "bad_verification_code" => {
+                    EntraError::LoginFailed(text)
+                }
+                "invalid_client"
+                | "unauthorized_client"
+                | "invalid_scope"
+                | "invalid_request"
+                | "unsupported_grant_type" => EntraError::Rejected(text),
+                _ => EntraError::Transient(text),
+            }
+        }
+        RequestTokenError::Request(e) => {
+            // reqwest's message names the URL, never the form body.
+            let mut msg = format!("could not reach Entra ID for the {what}: {e}");
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            EntraError::Transient(msg)
+        }
+        // Never print the body: it may be a half-readable token response.
+        RequestTokenError::Parse(_, _) => {
+            EntraError::Transient(format!("Entra ID's answer to the {what} was not readable"))
+        }
+        RequestTokenError::Other(m) => EntraError::Transient(format!("{what}: {m}")),
+    }
+}
+
+/// An Entra tenant endpoint pair for one public client.
+pub struct Entra {
+    http: reqwest::Client,
+    authority: String,
+    client_id: String,
+}
+
+type DeviceClient =
+    BasicClient<EndpointNotSet, EndpointSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+impl Entra {
+    pub fn new(http: reqwest::Client, authority: &str, client_id: &str) -> Self {
+        Entra {
+            http,
+            authority: authority.trim_end_matches('/').to_string(),
+            client_id: client_id.to_string(),
+        }
+    }
+
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    fn client(&self, tenant: &str) -> Result<DeviceClient, EntraError> {
+        let base = format!("{}/{}/oauth2/v2.0", self.authority, tenant);
+        let bad = |e: url::ParseError| EntraError::Rejected(format!("bad authority URL: {e}"));
+        Ok(BasicClient::new(ClientId::new(self.client_id.clone()))
+            .set_device_authorization_url(
+                DeviceAuthorizationUrl::new(format!("{base}/devicecode")).map_err(bad)?,
+            )
+            .set_token_uri(TokenUrl::new(format!("{base}/token")).map_err(bad)?)
+            .set_auth_type(oauth2::AuthType::RequestBody))
+    }
+
+    fn scopes() -> [Scope; 2] {
+        [
+            Scope::new(AZURE_DEVOPS_SCOPE.to_string()),
+            Scope::new("offline_access".to_string()),
+        ]
+    }
+
+    /// Starts a device-code sign-in in `tenant`.
+    pub async fn device_code(&self, tenant: &str) -> Result<DeviceDetails, EntraError> {
+        self.client(tenant)?
+            .exchange_device_code()
+            .add_scopes(Self::scopes())
+            .request_async(&self.http)
+            .await
+            .map_err(|e| classify("device-code request", e))
+    }
+
+    /// Polls until the person finishes, declines, or the code expires; bounded by the code's
+    /// own lifetime even when the network keeps failing.
+    pub async fn device_token(
+        &self,
+        tenant: &str,
+        details: &DeviceDetails,
+    ) -> Result<TokenSet, EntraError> {
+        let client = self.client(tenant)?;
+        let limit = details.expires_in() + Duration::from_secs(5);
+        let poll = client
+            .exchange_device_access_token(details)
+            .set_max_backoff_interval(Duration::from_secs(30))
+            .request_async(&self.http, tokio::time::sleep, Some(details.expires_in()));
+        match tokio::time::timeout(limit, poll).await {
+            Err(_) => Err(EntraError::LoginFailed(
+                "the sign-in code expired before the sign-in finished".into(),
+            )),
+            Ok(r) => r.map(to_set).map_err(|e| classify("sign-in", e)),
+        }
+    }
+
+    /// Redeems a refresh token; Entra answers with a new one that replaces it.
+    pub async fn refresh(
+        &self,
+        tenant: &str,
+        refresh_token: &Secret,
+        claims: Option<&str>,
+    ) -> Result<TokenSet, EntraError> {
+        let client = self.client(tenant)?;
+        let rt = RefreshToken::new(refresh_token.expose().to_string());
+        let mut req = client
+            .exchange_refresh_token(&rt)
+            .add_scopes(Self::scopes());
+        if let Some(c) = claims {
+            req = req.add_extra_param("claims", c.to_string());
+        }
+        req.request_async(&self.http)
+            .await
+            .map(to_set)
+            .map_err(|e| classify("token refresh", e))
+    }
+}
+
+fn to_set(t: oauth2::basic::BasicTokenResponse) -> TokenSet {
+    TokenSet {
+        access: Secret::new(t.access_token().secret().clone()),
+        refresh: t.refresh_token().map(|r| Secret::new(r.secret().clone())),
+        // Entra always sends expires_in; without it assume the shortest documented lifetime.
+        expires_in: t.expires_in().unwrap_or(Duration::from_secs(3600)),
+    }
+}

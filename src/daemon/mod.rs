@@ -1,0 +1,189 @@
+//! The daemon: one per user, started on demand. Owns start-up (private socket directory,
+//! pid-file lock, stale-socket recovery, readiness signal), the HTTP client, and shutdown.
+
+mod broker;
+mod claims;
+mod discovery;
+mod entra;
+mod server;
+pub mod store;
+
+use crate::config::Config;
+use crate::paths;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot open the OS keyring (store = \"keyring\" in the configuration): {0}")]
+    Store(#[from] store::StoreError),
+}
+
+/// How a run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Served until asked to stop.
+    Stopped,
+    /// Another daemon holds the lock: nothing to do.
+    AlreadyRunning,
+}
+
+/// Creates the socket directory 0700, or checks that an existing one is ours and private.
+pub fn private_runtime_dir(dir: &Path) -> Result<(), DaemonError> {
+    let setup = |what: &str, e: std::io::Error| {
+        DaemonError::Setup(format!("{what} {}: {e}", dir.display()))
+    };
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent).map_err(|e| setup("cannot create", e))?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .map_err(|e| setup("cannot set permissions of", e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(setup("cannot create", e)),
+    }
+    let meta = fs::symlink_metadata(dir).map_err(|e| setup("cannot inspect", e))?;
+    let uid = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != uid {
+        return Err(DaemonError::Setup(format!(
+            "{} is not a directory owned by you (uid {uid}); remove it and try again",
+            dir.display()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(DaemonError::Setup(format!(
+            "{} is accessible to other users (mode {:o}); run: chmod 700 {}",
+            dir.display(),
+            meta.mode() & 0o777,
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Takes the pid-file lock; `None` when another daemon holds it.
+fn lock_pid_file(path: &Path) -> Result<Option<File>, DaemonError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| DaemonError::Setup(format!("cannot open {}: {e}", path.display())))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(DaemonError::Setup(format!(
+            "cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+fn http_client() -> Result<reqwest::Client, DaemonError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("git-credential-azdo/", env!("CARGO_PKG_VERSION")))
+        .https_only(false)
+        .build()
+        .map_err(|e| DaemonError::Setup(format!("cannot set up HTTPS: {e}")))
+}
+
+/// Runs the daemon until `shutdown` turns true (or a client asks it to stop). `ready` gets
+/// one line once the socket accepts connections: `ready …`, or `busy …` when another daemon
+/// already runs.
+pub async fn run(
+    config: Config,
+    mut ready: impl Write,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Exit, DaemonError> {
+    let dir = paths::runtime_dir();
+    private_runtime_dir(&dir)?;
+    let Some(mut pid_file) = lock_pid_file(&paths::pid_path())? else {
+        let _ = writeln!(ready, "busy: another daemon is running");
+        return Ok(Exit::AlreadyRunning);
+    };
+    // We hold the lock, so a socket file left here belongs to a daemon that died.
+    let socket = paths::socket_path();
+    match fs::remove_file(&socket) {
+        Ok(()) => tracing::info!(path = %socket.display(), "removed a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(DaemonError::Setup(format!(
+                "cannot remove {}: {e}",
+                socket.display()
+            )));
+        }
+    }
+    let name = socket
+        .as_path()
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| DaemonError::Setup(format!("bad socket path {}: {e}", socket.display())))?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .create_tokio()
+        .map_err(|e| DaemonError::Setup(format!("cannot listen on {}: {e}", socket.display())))?;
+    pid_file.set_len(0).ok();
+    let _ = writeln!(pid_file, "{}", std::process::id());
+
+    let data_dir = paths::data_dir();
+    let secret_store = store::choose(config.store, &data_dir).await?;
+    let records = store::Records::load(&data_dir)?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        socket = %socket.display(),
+        store = %secret_store.describe(),
+        accounts = records.accounts.len(),
+        "daemon started"
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut any_stop = stop_rx.clone();
+    let mut external = shutdown.clone();
+    let combined = {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = any_stop.wait_for(|s| *s) => {}
+                _ = external.wait_for(|s| *s) => {}
+            }
+            let _ = tx.send(true);
+        });
+        rx
+    };
+    let broker = broker::Broker::new(
+        config,
+        http_client()?,
+        secret_store.clone(),
+        data_dir,
+        records,
+        combined.clone(),
+    );
+    let _ = writeln!(
+        ready,
+        "ready: pid {} store {}",
+        std::process::id(),
+        secret_store.kind()
+    );
+    let _ = ready.flush();
+    drop(ready);
+    server::serve(listener, broker, combined, stop_tx).await;
+    // Remove the socket before the lock goes, so the next daemon never sees ours.
+    let _ = fs::remove_file(&socket);
+    drop(pid_file);
+    tracing::info!("daemon stopped");
+    Ok(Exit::Stopped)
+}

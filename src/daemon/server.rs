@@ -1,0 +1,130 @@
+//! The daemon's socket server: accepts local connections, refuses other users, reads one
+//! request under a deadline, hands it to the broker and writes one response.
+
+use super::broker::Broker;
+use crate::ipc::{self, ErrorKind, Request, RequestEnvelope, Response};
+use interprocess::local_socket::tokio::{Listener, Stream};
+use interprocess::local_socket::traits::StreamCommon as _;
+use interprocess::local_socket::traits::tokio::Listener as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+/// How long a client may take to send its request.
+pub const READ_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` turns true. A request may also ask for shutdown through `stop`.
+pub async fn serve(
+    listener: Listener,
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+    stop: watch::Sender<bool>,
+) {
+    let own_uid = unsafe { libc::geteuid() };
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        match stream.peer_creds().map(|c| c.euid()) {
+            Ok(Some(uid)) if uid == own_uid => {}
+            other => {
+                tracing::warn!(peer = ?other, "refused a connection from another user");
+                continue; // dropping the stream closes it
+            }
+        }
+        let (broker, stop) = (broker.clone(), stop.clone());
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, broker, stop).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle(
+    stream: Stream,
+    broker: Arc<Broker>,
+    stop: watch::Sender<bool>,
+) -> Result<(), ipc::IpcError> {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::with_capacity(512);
+    let mut limited = (&mut reader).take(ipc::MAX_MESSAGE as u64 + 1);
+    let read = limited.read_until(b'\n', &mut line);
+    match tokio::time::timeout(READ_DEADLINE, read).await {
+        Ok(r) => {
+            r?;
+        }
+        Err(_) => {
+            tracing::debug!("client sent no request before the deadline");
+            return Ok(());
+        }
+    }
+    let (response, then_stop) = match ipc::decode::<RequestEnvelope>(&line) {
+        Err(e) => (
+            Response::Error {
+                error: ErrorKind::BadRequest,
+                message: e.to_string(),
+            },
+            false,
+        ),
+        Ok(env) if env.protocol != ipc::PROTOCOL || env.version != ipc::PACKAGE_VERSION => {
+            tracing::info!(client = %env.version, "client of another version; exiting so it can start its own daemon");
+            (
+                Response::VersionMismatch {
+                    daemon: ipc::PACKAGE_VERSION.into(),
+                },
+                true,
+            )
+        }
+        Ok(env) => dispatch(env.request, &broker).await,
+    };
+    let mut out = serde_json::to_vec(&response).expect("responses serialize");
+    out.push(b'\n');
+    let stream = reader.get_mut();
+    let written = stream.write_all(&out).await;
+    let _ = stream.flush().await;
+    if then_stop {
+        let _ = stop.send(true);
+    }
+    written.map_err(Into::into)
+}
+
+async fn dispatch(req: Request, broker: &Arc<Broker>) -> (Response, bool) {
+    let r = match req {
+        Request::Get { org, .. } => broker.get(&org).await,
+        Request::Erase {
+            org,
+            token,
+            wwwauth,
+        } => {
+            broker.erase(&org, token.as_ref(), &wwwauth).await;
+            Response::Done
+        }
+        Request::LoginStart {
+            org,
+            host,
+            tenant,
+            wwwauth,
+        } => broker.login_start(org, host, tenant, wwwauth).await,
+        Request::LoginWait { flow } => broker.login_wait(&flow).await,
+        Request::Logout { org } => broker.logout(org.as_deref()).await,
+        Request::Status => broker.status().await,
+        Request::Ping => Response::Pong {
+            version: ipc::PACKAGE_VERSION.into(),
+            pid: std::process::id(),
+            store: broker.store_description(),
+        },
+        Request::Shutdown => return (Response::Done, true),
+    };
+    (r, false)
+}

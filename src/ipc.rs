@@ -1,0 +1,239 @@
+//! The client ↔ daemon exchange: versioned request and response messages, one of each per
+//! connection, each one JSON object on one line.
+//!
+//! Only std and serde here: the client links this, and must stay free of tokio.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Write};
+
+/// Bumped when a message changes incompatibly. A client and daemon of different *package*
+/// versions never talk past the version check: the client replaces the daemon.
+pub const PROTOCOL: u32 = 1;
+pub const PACKAGE_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Largest message either side accepts.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RequestEnvelope {
+    pub protocol: u32,
+    pub version: String,
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// A token for `org`, reached through `host`. `wwwauth` is what git passed from the 401.
+    Get {
+        org: String,
+        host: String,
+        #[serde(default)]
+        wwwauth: Vec<String>,
+    },
+    /// git says Azure DevOps refused `token`.
+    Erase {
+        org: String,
+        token: Option<Secret>,
+        #[serde(default)]
+        wwwauth: Vec<String>,
+    },
+    /// Start a device-code sign-in for `org`.
+    LoginStart {
+        org: String,
+        host: String,
+        tenant: Option<String>,
+        /// Challenges from Azure DevOps' 401, which name the tenant.
+        #[serde(default)]
+        wwwauth: Vec<String>,
+    },
+    /// Wait for the sign-in started with `flow` to finish.
+    LoginWait {
+        flow: String,
+    },
+    Logout {
+        org: Option<String>,
+    },
+    Status,
+    Ping,
+    Shutdown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// No account is connected to the organization (or its sign-in was revoked).
+    NeedsLogin,
+    /// Azure DevOps keeps refusing fresh tokens; the daemon is backing off.
+    Denied,
+    /// Entra ID or the network failed; trying again later may work.
+    Unavailable,
+    /// The request itself was wrong.
+    BadRequest,
+    /// A sign-in was declined, expired or abandoned.
+    LoginFailed,
+    Internal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Response {
+    Token {
+        token: Secret,
+        /// Unix seconds.
+        expires_at: u64,
+    },
+    DeviceCode {
+        flow: String,
+        verification_uri: String,
+        user_code: String,
+        message: String,
+        expires_in: u64,
+    },
+    LoggedIn {
+        org: String,
+        account: AccountView,
+        store: String,
+    },
+    Status(StatusView),
+    Pong {
+        version: String,
+        pid: u32,
+        store: String,
+    },
+    Done,
+    /// The daemon is another version; it exits after sending this.
+    VersionMismatch {
+        daemon: String,
+    },
+    Error {
+        error: ErrorKind,
+        message: String,
+    },
+}
+
+/// Who is signed in, for display (from the token's claims; never the token).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccountView {
+    pub name: Option<String>,
+    pub upn: Option<String>,
+    pub tenant: String,
+    pub oid: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusView {
+    pub daemon_version: String,
+    pub pid: u32,
+    pub store: String,
+    pub orgs: Vec<OrgStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrgStatus {
+    pub org: String,
+    pub account: AccountView,
+    pub identity: String,
+    pub connected_at: u64,
+    pub access_token_expires_at: Option<u64>,
+    pub last_refresh_at: Option<u64>,
+    pub last_refresh_outcome: Option<String>,
+    pub refresh_token_store: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IpcError {
+    #[error("the daemon closed the connection without answering")]
+    Closed,
+    #[error("message larger than {MAX_MESSAGE} bytes")]
+    TooLarge,
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes one message as a JSON line.
+pub fn write_message<T: Serialize>(mut out: impl Write, msg: &T) -> Result<(), IpcError> {
+    let mut buf = serde_json::to_vec(msg).map_err(|e| IpcError::Malformed(e.to_string()))?;
+    buf.push(b'\n');
+    out.write_all(&buf)?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Reads one JSON-line message, refusing more than [`MAX_MESSAGE`] bytes.
+pub fn read_message<T: for<'de> Deserialize<'de>>(input: impl BufRead) -> Result<T, IpcError> {
+    let mut buf = Vec::with_capacity(512);
+    input
+        .take(MAX_MESSAGE as u64 + 1)
+        .read_until(b'\n', &mut buf)?;
+    decode(&buf)
+}
+
+/// Decodes one line read by either side.
+pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, IpcError> {
+    if line.is_empty() {
+        return Err(IpcError::Closed);
+    }
+    if line.len() > MAX_MESSAGE {
+        return Err(IpcError::TooLarge);
+    }
+    // serde_json's own messages can quote a value (`invalid type: string "..."`), and a value
+    // may be a token: keep only the category and position.
+    serde_json::from_slice(line).map_err(|e| {
+        IpcError::Malformed(format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip() {
+        let env = RequestEnvelope {
+            protocol: PROTOCOL,
+            version: PACKAGE_VERSION.into(),
+            request: Request::Get {
+                org: "o".into(),
+                host: "dev.azure.com".into(),
+                wwwauth: vec![],
+            },
+        };
+        let mut buf = Vec::new();
+        write_message(&mut buf, &env).unwrap();
+        assert!(buf.ends_with(b"\n"));
+        let back: RequestEnvelope = read_message(&buf[..]).unwrap();
+        assert!(matches!(back.request, Request::Get { ref org, .. } if org == "o"));
+    }
+
+    #[test]
+    fn malformed_and_oversized_are_refused() {
+        assert!(matches!(
+            read_message::<Response>(&b""[..]),
+            Err(IpcError::Closed)
+        ));
+        assert!(matches!(
+            read_message::<Response>(&b"{\"kind\":\"nope\"}\n"[..]),
+            Err(IpcError::Malformed(_))
+        ));
+        let big = vec![b' '; MAX_MESSAGE + 10];
+        assert!(matches!(
+            read_message::<Response>(&big[..]),
+            Err(IpcError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn decode_errors_do_not_echo_secrets() {
+        let e = decode::<Response>(br#"{"kind":"token","token":5,"expires_at":"SECRETVALUE"}"#)
+            .unwrap_err();
+        assert!(!e.to_string().contains("SECRETVALUE"), "{e}");
+    }
+}

@@ -1,0 +1,63 @@
+//! Where things live on disk: the socket directory, data, state and configuration files.
+//!
+//! Follows the XDG base directory variables on every Unix (so tests and containers can move
+//! everything with environment variables), with the usual `~/.local/...` defaults.
+
+use std::env;
+use std::path::PathBuf;
+
+const APP: &str = "git-credential-azdo";
+
+fn home() -> PathBuf {
+    env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn xdg(var: &str, fallback: &[&str]) -> PathBuf {
+    match env::var_os(var).filter(|v| !v.is_empty()) {
+        Some(v) => PathBuf::from(v),
+        None => fallback.iter().fold(home(), |p, c| p.join(c)),
+    }
+}
+
+/// The daemon's socket directory (created 0700 by the daemon).
+pub fn runtime_dir() -> PathBuf {
+    match env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(v) => PathBuf::from(v).join(APP),
+        None => xdg("XDG_CACHE_HOME", &[".cache"]).join(APP).join("run"),
+    }
+}
+
+pub fn socket_path() -> PathBuf {
+    runtime_dir().join("daemon.sock")
+}
+
+pub fn pid_path() -> PathBuf {
+    runtime_dir().join("daemon.pid")
+}
+
+/// Account records and, with `store = "file"`, the refresh-token file.
+pub fn data_dir() -> PathBuf {
+    xdg("XDG_DATA_HOME", &[".local", "share"]).join(APP)
+}
+
+/// The daemon's log.
+pub fn state_dir() -> PathBuf {
+    xdg("XDG_STATE_HOME", &[".local", "state"]).join(APP)
+}
+
+pub fn log_path() -> PathBuf {
+    state_dir().join("daemon.log")
+}
+
+/// `$GIT_CREDENTIAL_AZDO_CONFIG`, else `$XDG_CONFIG_HOME/git-credential-azdo/config.toml`.
+pub fn config_path() -> PathBuf {
+    match env::var_os("GIT_CREDENTIAL_AZDO_CONFIG").filter(|v| !v.is_empty()) {
+        Some(v) => PathBuf::from(v),
+        None => xdg("XDG_CONFIG_HOME", &[".config"])
+            .join(APP)
+            .join("config.toml"),
+    }
+}

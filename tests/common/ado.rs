@@ -1,0 +1,383 @@
+//! Mock Azure DevOps over HTTPS: checks `Authorization` (Bearer or Basic) against
+//! a [`MockEntra`] and the organisation's tenant, answers 401 with the real
+//! service's challenge headers, serves `_apis/connectionData`, and runs
+//! `git http-backend` (CGI) for `/{org}/{project}/_git/{repo}` smart-HTTP paths.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, HeaderMap};
+use hyper::{Method, Request, Response};
+use serde_json::json;
+
+use super::entra::{ADO_RESOURCE, EntraValidator, MockEntra, TokenInfo};
+use super::tls::{HttpsServer, Resp, TestCa, guid, response};
+
+/// Authorization scheme a request presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    None,
+    Bearer,
+    Basic,
+    Other,
+}
+
+/// One request seen by the mock, in arrival order.
+#[derive(Clone, Debug)]
+pub struct AdoRequest {
+    pub method: String,
+    pub path: String,
+    pub scheme: Scheme,
+    pub accepted: bool,
+}
+
+#[derive(Default)]
+struct State {
+    org_tenants: HashMap<String, String>,
+    reject_all: bool,
+    log: Vec<AdoRequest>,
+}
+
+struct Ctx {
+    state: Arc<Mutex<State>>,
+    entra: EntraValidator,
+    root: PathBuf,
+    base: String,
+    instance_id: String,
+}
+
+pub struct MockAdo {
+    state: Arc<Mutex<State>>,
+    root: PathBuf,
+    server: HttpsServer,
+}
+
+impl MockAdo {
+    /// Serves the repositories under `root` (see [`MockAdo::create_repo`]).
+    pub fn start(ca: &TestCa, entra: &MockEntra, root: &Path) -> MockAdo {
+        let state = Arc::new(Mutex::new(State::default()));
+        let (shared, entra, root_dir) = (state.clone(), entra.validator(), root.to_path_buf());
+        let server = HttpsServer::start(
+            ca.server_config(),
+            || true,
+            move |addr| {
+                let ctx = Arc::new(Ctx {
+                    state: shared,
+                    entra,
+                    root: root_dir,
+                    base: format!("https://{addr}"),
+                    instance_id: guid(),
+                });
+                move |req| handle(ctx.clone(), req)
+            },
+        );
+        MockAdo {
+            state,
+            root: root.to_path_buf(),
+            server,
+        }
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn host(&self) -> String {
+        self.server.addr().to_string()
+    }
+
+    /// `https://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("https://{}", self.server.addr())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Makes an empty bare repository (branch `main`, push allowed) and returns its clone URL.
+    pub fn create_repo(&self, org: &str, project: &str, repo: &str) -> String {
+        let dir = self.root.join(org).join(project).join("_git").join(repo);
+        std::fs::create_dir_all(&dir).unwrap();
+        let git = |args: &[&str]| {
+            let out = git_command(&self.root).args(args).output().unwrap();
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+        };
+        let dir_s = dir.to_str().unwrap();
+        git(&[
+            "-c",
+            "init.defaultBranch=main",
+            "init",
+            "--bare",
+            "-q",
+            dir_s,
+        ]);
+        git(&["-C", dir_s, "config", "http.receivepack", "true"]);
+        format!("{}/{org}/{project}/_git/{repo}", self.url())
+    }
+
+    /// Tenant that owns `org` (default [`MockEntra::HOME_TENANT`]).
+    pub fn set_org_tenant(&self, org: &str, tenant: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.org_tenants.insert(org.into(), tenant.into());
+    }
+
+    /// While true every request is 401, valid token or not ("access removed").
+    pub fn reject_all(&self, reject: bool) {
+        self.state.lock().unwrap().reject_all = reject;
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<AdoRequest> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.state.lock().unwrap().log.clear();
+    }
+
+    pub fn accepted_count(&self) -> usize {
+        self.requests().iter().filter(|r| r.accepted).count()
+    }
+
+    pub fn rejected_count(&self) -> usize {
+        self.requests().iter().filter(|r| !r.accepted).count()
+    }
+
+    /// Schemes of the accepted requests, in order.
+    pub fn auth_schemes_accepted(&self) -> Vec<Scheme> {
+        let log = self.requests();
+        log.iter()
+            .filter(|r| r.accepted)
+            .map(|r| r.scheme)
+            .collect()
+    }
+
+    /// Schemes of the refused requests, in order.
+    pub fn auth_schemes_rejected(&self) -> Vec<Scheme> {
+        let log = self.requests();
+        log.iter()
+            .filter(|r| !r.accepted)
+            .map(|r| r.scheme)
+            .collect()
+    }
+}
+
+/// `git` with a config isolated from the machine's and the caller's GIT_* variables.
+fn git_command(home: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("GIT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("HOME", home).env("GIT_CONFIG_NOSYSTEM", "1");
+    cmd
+}
+
+fn parse_auth(headers: &HeaderMap) -> (Scheme, Option<String>) {
+    let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return (Scheme::None, None);
+    };
+    let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        (Scheme::Bearer, Some(rest.trim().to_string()))
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = STANDARD.decode(rest.trim()).ok();
+        let token = decoded
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| {
+                let (user, token) = s.split_once(':')?;
+                (!user.is_empty()).then(|| token.to_string())
+            });
+        (Scheme::Basic, token)
+    } else {
+        (Scheme::Other, None)
+    }
+}
+
+async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Option<Resp> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let Some(org) = segs.first().cloned() else {
+        return Some(response(404, "text/html", "<html>Not Found</html>"));
+    };
+    let (scheme, token) = parse_auth(req.headers());
+    let user = token.and_then(|t| ctx.entra.validate(&t));
+    let tenant = {
+        let mut st = ctx.state.lock().unwrap();
+        let tenant = st.org_tenants.get(&org).cloned();
+        let tenant = tenant.unwrap_or_else(|| MockEntra::HOME_TENANT.to_string());
+        let reject_all = st.reject_all;
+        let user = user.as_ref();
+        let accepted =
+            !reject_all && user.is_some_and(|u| u.tid == tenant && u.aud == ADO_RESOURCE);
+        st.log.push(AdoRequest {
+            method: method.to_string(),
+            path: path.clone(),
+            scheme,
+            accepted,
+        });
+        if !accepted {
+            return Some(unauthorized(&ctx.base, &org, &tenant));
+        }
+        tenant
+    };
+    let user = user?;
+    let rest: Vec<&str> = segs.iter().skip(1).map(String::as_str).collect();
+    Some(match rest.as_slice() {
+        [] => response(200, "text/html", format!("<html>{org}</html>")),
+        ["_apis", "connectionData"] if method == Method::GET => {
+            connection_data(&ctx, &user, &tenant)
+        }
+        [_project, "_git", _repo, "info", "refs"]
+        | [
+            _project,
+            "_git",
+            _repo,
+            "git-upload-pack" | "git-receive-pack",
+        ] => http_backend(&ctx, req, &user).await,
+        _ => response(404, "text/html", "<html>TF400898: Not Found</html>"),
+    })
+}
+
+fn unauthorized(base: &str, org: &str, tenant: &str) -> Resp {
+    Response::builder()
+        .status(401)
+        .header("Content-Type", "text/html; charset=utf-8")
+        .header(
+            "WWW-Authenticate",
+            format!("Bearer authorization_uri=https://login.microsoftonline.com/{tenant}"),
+        )
+        .header("WWW-Authenticate", format!("Basic realm=\"{base}/\""))
+        .header("WWW-Authenticate", "TFS-Federated")
+        .header("X-TFS-FedAuthRealm", format!("{base}/"))
+        .header("X-TFS-FedAuthIssuer", format!("{base}/{org}/"))
+        .header("X-VSS-ResourceTenant", tenant)
+        .header("X-VSS-AuthorizationEndpoint", format!("{base}/{org}/"))
+        .header("X-TFS-ProcessId", guid())
+        .body(Full::new(Bytes::from_static(
+            b"<html><head><title>Azure DevOps Services | Sign In</title></head><body>401 - Unauthorized</body></html>",
+        )))
+        .unwrap()
+}
+
+fn connection_data(ctx: &Ctx, user: &TokenInfo, tenant: &str) -> Resp {
+    let descriptor = format!(
+        "aad.{}",
+        STANDARD_NO_PAD.encode(format!("{tenant}\\{}", user.oid))
+    );
+    let identity = json!({
+        "id": user.oid,
+        "descriptor": descriptor,
+        "subjectDescriptor": descriptor,
+        "providerDisplayName": user.name,
+        "isActive": true,
+        "properties": {"Account": {"$type": "System.String", "$value": user.upn}},
+        "resourceVersion": 2,
+        "metaTypeId": 0,
+    });
+    let body = json!({
+        "authenticatedUser": identity,
+        "authorizedUser": identity,
+        "instanceId": ctx.instance_id,
+        "deploymentType": "hosted",
+        "locationServiceData": {},
+    });
+    response(200, "application/json; charset=utf-8", body.to_string())
+}
+
+/// Runs `git http-backend` as a CGI script for one request.
+async fn http_backend(ctx: &Ctx, req: Request<Incoming>, user: &TokenInfo) -> Resp {
+    let (parts, body) = req.into_parts();
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return response(400, "text/plain", "bad request body");
+    };
+    let header = |name: &str| {
+        let value = parts.headers.get(name).and_then(|v| v.to_str().ok());
+        value.map(str::to_string)
+    };
+    let mut cmd = git_command(&ctx.root);
+    cmd.arg("http-backend")
+        .env("GIT_PROJECT_ROOT", &ctx.root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("PATH_INFO", parts.uri.path())
+        .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
+        .env("REMOTE_USER", &user.upn)
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if parts.method == Method::POST {
+        cmd.env("CONTENT_LENGTH", body.len().to_string());
+    }
+    for (cgi, http) in [
+        ("CONTENT_TYPE", "content-type"),
+        ("HTTP_CONTENT_ENCODING", "content-encoding"),
+        ("HTTP_GIT_PROTOCOL", "git-protocol"),
+    ] {
+        if let Some(v) = header(http) {
+            cmd.env(cgi, v);
+        }
+    }
+    let run = move || {
+        let mut child = cmd.spawn()?;
+        let mut stdin = child.stdin.take().unwrap();
+        // Feed stdin from another thread so a chatty backend cannot deadlock us.
+        let writer = std::thread::spawn(move || stdin.write_all(&body));
+        let out = child.wait_with_output();
+        let _ = writer.join();
+        out
+    };
+    let out = match tokio::task::spawn_blocking(run).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => return response(500, "text/plain", format!("git http-backend: {e}")),
+        Err(e) => return response(500, "text/plain", format!("git http-backend: {e}")),
+    };
+    if !out.status.success() || !out.stderr.is_empty() {
+        eprintln!(
+            "mock ado: git http-backend {} {}: {}: {}",
+            parts.method,
+            parts.uri,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    parse_cgi(&out.stdout)
+}
+
+/// CGI output: headers up to a blank line (`Status:` sets the status), then the body.
+fn parse_cgi(out: &[u8]) -> Resp {
+    let split = |sep: &[u8]| {
+        out.windows(sep.len())
+            .position(|w| w == sep)
+            .map(|i| (i, i + sep.len()))
+    };
+    let Some((head_end, body_start)) = split(b"\r\n\r\n").or_else(|| split(b"\n\n")) else {
+        return response(502, "text/plain", "malformed CGI response");
+    };
+    let mut status = 200;
+    let mut builder = Response::builder();
+    for line in String::from_utf8_lossy(&out[..head_end]).lines() {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            status = value.get(..3).and_then(|s| s.parse().ok()).unwrap_or(500);
+        } else {
+            builder = builder.header(name, value);
+        }
+    }
+    let body = Bytes::copy_from_slice(&out[body_start..]);
+    builder.status(status).body(Full::new(body)).unwrap()
+}
