@@ -310,7 +310,18 @@ fn helper_value() -> String {
     }
 }
 
-const URLS: [&str; 2] = ["https://dev.azure.com", "https://*.visualstudio.com"];
+/// The URLs setup configures: the built-in hosts and those listed in the configuration.
+/// The second value says whether git must send the path (the organization is in it).
+fn setup_urls() -> Vec<(String, bool)> {
+    let mut urls = vec![
+        ("https://dev.azure.com".to_string(), true),
+        ("https://*.visualstudio.com".to_string(), false),
+    ];
+    if let Ok(c) = crate::config::Config::load_default() {
+        urls.extend(c.hosts.iter().map(|h| (format!("https://{h}"), true)));
+    }
+    urls
+}
 
 fn git_config(scope: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
     Command::new("git")
@@ -329,7 +340,8 @@ pub fn setup_command(
 ) -> ExitCode {
     let helper = helper_value();
     let mut changed = Vec::new();
-    for url in URLS {
+    let urls = setup_urls();
+    for (url, _) in &urls {
         let key = format!("credential.{url}.helper");
         let current = match git_config(scope, &["--get-all", &key]) {
             Ok(o) => String::from_utf8_lossy(&o.stdout).to_string(),
@@ -357,17 +369,20 @@ pub fn setup_command(
             changed.push(format!("{key} = {helper}"));
         }
     }
-    let key = "credential.https://dev.azure.com.useHttpPath";
-    if undo {
-        if git_config(scope, &["--get", key]).is_ok_and(|o| o.status.success()) {
-            let _ = git_config(scope, &["--unset-all", key]);
-            changed.push(format!("removed {key}"));
+    for (url, _) in urls.iter().filter(|(_, path)| *path) {
+        let key = format!("credential.{url}.useHttpPath");
+        let key = key.as_str();
+        if undo {
+            if git_config(scope, &["--get", key]).is_ok_and(|o| o.status.success()) {
+                let _ = git_config(scope, &["--unset-all", key]);
+                changed.push(format!("removed {key}"));
+            }
+        } else if !git_config(scope, &["--get", key])
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
+        {
+            let _ = git_config(scope, &["--replace-all", key, "true"]);
+            changed.push(format!("{key} = true"));
         }
-    } else if !git_config(scope, &["--get", key])
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
-    {
-        let _ = git_config(scope, &["--replace-all", key, "true"]);
-        changed.push(format!("{key} = true"));
     }
     if changed.is_empty() {
         let _ = writeln!(out, "git is already set up ({scope}); nothing changed.");

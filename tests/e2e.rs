@@ -1,0 +1,331 @@
+//! End to end: a real git clones, fetches and pushes through `credential.helper=azdo`, the real
+//! client and a real daemon, against mock Entra ID and a mock Azure DevOps in front of
+//! `git http-backend`.
+
+mod common;
+
+use common::Scheme;
+use common::harness::{World, field, ok, text};
+use std::time::Duration;
+
+/// Clones `url` into `dir/name`, commits a file, pushes, and returns the clone's path.
+fn clone_commit_push(w: &World, git: &str, url: &str, name: &str) -> std::path::PathBuf {
+    let out = w.git_with(git, &["clone", url, name], None);
+    ok(w, &out, "clone");
+    let repo = w.path(name);
+    std::fs::write(repo.join(format!("{name}.txt")), name).unwrap();
+    ok(w, &w.git_with(git, &["add", "."], Some(&repo)), "add");
+    ok(
+        w,
+        &w.git_with(git, &["commit", "-m", name], Some(&repo)),
+        "commit",
+    );
+    ok(
+        w,
+        &w.git_with(git, &["push", "origin", "HEAD:main"], Some(&repo)),
+        "push",
+    );
+    repo
+}
+
+#[test]
+fn clone_fetch_push_with_bearer() {
+    let w = World::new();
+    let url = w.ado.create_repo("contoso", "web", "site");
+    w.login("contoso");
+    assert_eq!(w.entra.stats().devicecode_requests, 1);
+    let a = clone_commit_push(&w, "git", &url, "a");
+    // A second clone sees the push; a fetch in the first sees the second's push.
+    let b = clone_commit_push(&w, "git", &url, "b");
+    assert!(b.join("a.txt").exists());
+    ok(
+        &w,
+        &w.git(&["pull", "--ff-only", "origin", "main"], Some(&a)),
+        "pull",
+    );
+    assert!(a.join("b.txt").exists());
+    let accepted = w.ado.auth_schemes_accepted();
+    assert!(!accepted.is_empty());
+    assert!(
+        accepted.iter().all(|s| *s == Scheme::Bearer),
+        "git 2.46+ should send Bearer: {accepted:?}"
+    );
+    // Signed in once; no further sign-in was needed.
+    assert_eq!(w.entra.stats().devicecode_requests, 1);
+}
+
+#[test]
+fn clone_with_basic_on_git_without_authtype() {
+    // Debian's git (2.39) predates capability[]=authtype: the token goes as a Basic password.
+    let old_git = "/usr/bin/git";
+    let version = std::process::Command::new(old_git)
+        .arg("--version")
+        .output()
+        .expect("/usr/bin/git (Debian's git) is installed by .ci/run");
+    let v = text(&version.stdout);
+    assert!(
+        v.contains("2.39") || v.contains("2.3") || v.contains("2.4"),
+        "{v}"
+    );
+    let w = World::new();
+    let url = w.ado.create_repo("contoso", "web", "site");
+    w.login("contoso");
+    clone_commit_push(&w, old_git, &url, "a");
+    let accepted = w.ado.auth_schemes_accepted();
+    assert!(
+        accepted.contains(&Scheme::Basic) && !accepted.contains(&Scheme::Bearer),
+        "{accepted:?}"
+    );
+}
+
+#[test]
+fn get_answers_bearer_or_basic_with_expiry() {
+    let w = World::new();
+    w.login("contoso");
+    let bearer = w.get("contoso", true);
+    ok(&w, &bearer, "get");
+    assert_eq!(field(&bearer, "authtype").as_deref(), Some("Bearer"));
+    assert_eq!(field(&bearer, "ephemeral").as_deref(), Some("1"));
+    let token = field(&bearer, "credential").unwrap();
+    assert!(w.entra.validate(&token).is_some());
+    let expiry: u64 = field(&bearer, "password_expiry_utc")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(expiry, w.entra.validate(&token).unwrap().exp);
+    let basic = w.get("contoso", false);
+    assert_eq!(field(&basic, "password"), Some(token));
+    assert!(field(&basic, "username").is_some_and(|u| !u.is_empty()));
+    assert!(field(&basic, "password_expiry_utc").is_some());
+}
+
+#[test]
+fn fetch_after_the_access_token_expired_needs_no_sign_in() {
+    let w = World::new();
+    w.entra.set_token_lifetime(Duration::from_secs(3));
+    let url = w.ado.create_repo("contoso", "web", "site");
+    w.login("contoso");
+    let repo = clone_commit_push(&w, "git", &url, "a");
+    let first = field(&w.get("contoso", true), "credential").unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        w.entra.validate(&first).is_none(),
+        "the first token has expired"
+    );
+    ok(&w, &w.git(&["fetch"], Some(&repo)), "fetch after expiry");
+    assert!(w.entra.stats().refresh_ok >= 1);
+    assert_eq!(w.entra.stats().devicecode_requests, 1);
+}
+
+#[test]
+fn fetch_after_sigkill_and_restart_needs_no_sign_in() {
+    let w = World::new();
+    let url = w.ado.create_repo("contoso", "web", "site");
+    w.login("contoso");
+    let repo = clone_commit_push(&w, "git", &url, "a");
+    let old = w.kill_daemon(libc::SIGKILL);
+    // The killed daemon left its socket behind.
+    assert!(w.runtime_dir().join("daemon.sock").exists());
+    ok(&w, &w.git(&["fetch"], Some(&repo)), "fetch after restart");
+    let new = w.daemon_pid().expect("a new daemon");
+    assert_ne!(old, new);
+    assert_eq!(w.entra.stats().devicecode_requests, 1);
+    // The restarted daemon redeemed the refresh token the old one had rotated and saved:
+    // the mock refuses a spent refresh token.
+    assert_eq!(w.entra.stats().refresh_refused, 0);
+    assert!(w.log().contains("removed a stale socket"));
+}
+
+#[test]
+fn hosts_outside_the_allowlist_get_nothing_and_the_daemon_is_not_contacted() {
+    let w = World::new();
+    for input in [
+        "protocol=https\nhost=github.com\npath=o/r\n",
+        "protocol=http\nhost=dev.azure.com\npath=o/p/_git/r\n",
+        "protocol=http\nhost=contoso.visualstudio.com\n",
+        &format!("protocol=http\nhost={}\npath=o/p/_git/r\n", w.ado.host()),
+        "protocol=https\nhost=dev.azure.com.evil.example\npath=o/p\n",
+        "protocol=https\nhost=evil.example\nusername=contoso\n",
+    ] {
+        let t = std::time::Instant::now();
+        let out = w.client(&["get"], input);
+        assert!(out.status.success(), "{input}");
+        assert!(out.stdout.is_empty(), "{input}");
+        assert!(out.stderr.is_empty(), "{input}: {}", text(&out.stderr));
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+    assert!(w.daemon_pid().is_none());
+    assert!(!w.runtime_dir().join("daemon.sock").exists());
+}
+
+#[test]
+fn malformed_input_gets_a_clear_error_and_no_output() {
+    let w = World::new();
+    let long = format!("protocol=https\npath={}\n", "a".repeat(70_000));
+    for (input, expect) in [
+        ("protocol=https\nhost dev.azure.com\n", "no '='"),
+        ("protocol=https\nhost=dev.azure.com\0x\n", "NUL"),
+        (long.as_str(), "longer than 65535"),
+        ("protocol=https\npath=o/p/_git/r\n", "no 'host'"),
+        ("protocol=https\r\nhost=dev.azure.com\n", "carriage return"),
+    ] {
+        let out = w.client(&["get"], input);
+        assert!(!out.status.success());
+        assert!(out.stdout.is_empty());
+        let err = text(&out.stderr);
+        assert!(err.contains(expect), "{expect}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert!(w.daemon_pid().is_none());
+}
+
+#[test]
+fn no_account_without_a_terminal_names_the_command_to_run() {
+    let w = World::new();
+    let out = w.get("fabrikam", true);
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("git-credential-azdo login --org fabrikam"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // And git itself fails fast instead of waiting for a person.
+    let url = w.ado.create_repo("fabrikam", "p", "r");
+    let t = std::time::Instant::now();
+    let out = w.git(&["clone", &url, "x"], None);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("login --org fabrikam"));
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert_eq!(w.entra.stats().devicecode_requests, 0);
+}
+
+#[test]
+fn credential_interactive_false_never_prompts() {
+    let mut w = World::new();
+    w.set_env("GIT_TERMINAL_PROMPT", "1");
+    ok(
+        &w,
+        &w.git(
+            &["config", "--global", "credential.interactive", "false"],
+            None,
+        ),
+        "config",
+    );
+    let out = w.get("fabrikam", true);
+    assert!(out.stdout.is_empty());
+    assert!(text(&out.stderr).contains("login --org fabrikam"));
+    assert_eq!(w.entra.stats().devicecode_requests, 0);
+}
+
+#[test]
+fn without_an_organization_the_error_says_to_run_setup() {
+    let w = World::new();
+    let out = w.client(&["get"], "protocol=https\nhost=dev.azure.com\n");
+    assert!(out.stdout.is_empty());
+    assert!(text(&out.stderr).contains("git-credential-azdo setup"));
+    assert!(w.daemon_pid().is_none());
+}
+
+#[test]
+fn erase_drops_the_token_and_backs_off_when_fresh_ones_are_refused() {
+    let w = World::new();
+    w.login("contoso");
+    let t1 = field(&w.get("contoso", true), "credential").unwrap();
+    let erase = |t: &str| {
+        let input = format!(
+            "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={t}\nwwwauth[]=Bearer authorization_uri=https://login.microsoftonline.com/x\n",
+            w.ado.host()
+        );
+        let out = w.client(&["erase"], &input);
+        ok(&w, &out, "erase");
+        assert!(out.stdout.is_empty());
+    };
+    erase(&t1);
+    let t2 = field(&w.get("contoso", true), "credential").expect("a new token after erase");
+    assert_ne!(t1, t2);
+    // The fresh token is refused too: no access, not expiry. Back off instead of hammering.
+    erase(&t2);
+    let out = w.get("contoso", true);
+    assert!(out.stdout.is_empty());
+    assert!(
+        text(&out.stderr).contains("refused fresh tokens"),
+        "{}",
+        text(&out.stderr)
+    );
+    let refreshes = w.entra.stats().refresh_ok;
+    let _ = w.get("contoso", true);
+    assert_eq!(w.entra.stats().refresh_ok, refreshes);
+    // Erasing a token we no longer hold changes nothing.
+    erase("not-the-current-token");
+}
+
+#[test]
+fn a_second_daemon_exits_cleanly_and_many_clients_are_served_at_once() {
+    let w = World::new();
+    w.login("contoso");
+    let out = common::harness::run_with_input(&mut w.command(common::harness::DAEMON), b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("busy"));
+    let before = w.entra.stats().refresh_ok;
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..40)
+            .map(|_| s.spawn(|| w.get("contoso", true)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let tokens: std::collections::HashSet<_> = outs
+        .iter()
+        .map(|o| field(o, "credential").expect("answered"))
+        .collect();
+    assert_eq!(tokens.len(), 1);
+    assert_eq!(w.entra.stats().refresh_ok, before, "served from memory");
+}
+
+#[test]
+fn concurrent_gets_after_a_restart_share_one_refresh() {
+    let w = World::new();
+    w.login("contoso");
+    w.kill_daemon(libc::SIGKILL);
+    let before = w.entra.stats().refresh_ok;
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..20)
+            .map(|_| s.spawn(|| w.get("contoso", true)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outs {
+        assert!(field(o, "credential").is_some(), "{}", text(&o.stderr));
+    }
+    assert_eq!(
+        w.entra.stats().refresh_ok,
+        before + 1,
+        "one refresh for all"
+    );
+    assert_eq!(w.entra.stats().refresh_refused, 0);
+}
+
+#[test]
+fn socket_directory_is_private_and_logs_hold_no_tokens() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    w.login("contoso");
+    let token = field(&w.get("contoso", true), "credential").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&w.runtime_dir()), 0o700);
+    assert_eq!(mode(&w.runtime_dir().join("daemon.sock")) & 0o077, 0);
+    let status = w.client(&["status", "--json"], "");
+    ok(&w, &status, "status");
+    let log = w.log();
+    assert!(log.contains("access token ready"), "debug log is on: {log}");
+    let store =
+        std::fs::read_to_string(w.path("data/git-credential-azdo/refresh-tokens.json")).unwrap();
+    let rt = store
+        .split('"')
+        .find(|s| s.starts_with("1.A"))
+        .expect("a refresh token on file");
+    for (what, hay) in [("log", log.as_str()), ("status", &text(&status.stdout))] {
+        assert!(!hay.contains(&token), "access token in {what}");
+        assert!(!hay.contains(rt), "refresh token in {what}");
+    }
+}
