@@ -273,10 +273,19 @@ fn device_code_flow_then_push_clone_fetch() {
     assert_eq!(claims["name"], "Ada Lovelace");
     let info = env.entra.validate(&token).unwrap();
     assert_eq!(info.tid, MockEntra::HOME_TENANT);
-    assert_eq!(env.entra.devicecode_requests(), 1);
-    assert_eq!(env.entra.device_code_polls(), 2);
-    assert_eq!(env.entra.last_tenant().as_deref(), Some("organizations"));
-    assert!(env.entra.last_scope().unwrap().contains("offline_access"));
+    assert_eq!(env.entra.stats().devicecode_requests, 1);
+    assert_eq!(env.entra.stats().device_code_polls, 2);
+    assert_eq!(
+        env.entra.stats().last_tenant.as_deref(),
+        Some("organizations")
+    );
+    assert!(
+        env.entra
+            .stats()
+            .last_scope
+            .unwrap()
+            .contains("offline_access")
+    );
     // A redeemed device code cannot be used twice.
     assert_eq!(
         poll(&env, "organizations", device_code).json()["error_codes"][0],
@@ -382,7 +391,7 @@ fn device_code_flow_then_push_clone_fetch() {
     assert!(r.body.contains("refs/heads/main"), "{}", r.body);
 
     let log = env.ado.requests();
-    assert_eq!(env.ado.rejected_count(), 0, "{log:#?}");
+    assert_eq!(env.ado.auth_schemes_rejected().len(), 0, "{log:#?}");
     let schemes = env.ado.auth_schemes_accepted();
     assert!(schemes.contains(&Scheme::Bearer) && schemes.contains(&Scheme::Basic));
     for path in ["/git-receive-pack", "/git-upload-pack"] {
@@ -413,7 +422,7 @@ fn missing_or_invalid_token_gets_401_challenge() {
         rejected.contains(&Scheme::None) && rejected.contains(&Scheme::Bearer),
         "{rejected:?}"
     );
-    assert_eq!(env.ado.accepted_count(), 0);
+    assert_eq!(env.ado.auth_schemes_accepted().len(), 0);
 
     let base = env.ado.url();
     for method in ["-X GET", "-I"] {
@@ -496,7 +505,7 @@ fn refresh_tokens_rotate_and_can_be_revoked() {
             .validate(second["access_token"].as_str().unwrap())
             .is_some()
     );
-    assert_eq!(env.entra.last_claims().as_deref(), Some(claims));
+    assert_eq!(env.entra.stats().last_claims.as_deref(), Some(claims));
 
     let reused = refresh(&env, rt1, &[]);
     assert_eq!(reused.status, 400);
@@ -513,18 +522,12 @@ fn refresh_tokens_rotate_and_can_be_revoked() {
     assert_eq!(revoked.json()["error"], "invalid_grant");
     assert!(revoked.body.contains("AADSTS50173"), "{}", revoked.body);
 
-    assert_eq!(
-        (env.entra.refresh_ok(), env.entra.refresh_refused()),
-        (2, 2)
-    );
-    let grants: Vec<String> = env
-        .entra
-        .token_requests()
-        .into_iter()
-        .map(|r| r.grant_type)
-        .collect();
+    let stats = env.entra.stats();
+    assert_eq!((stats.refresh_ok, stats.refresh_refused), (2, 2));
+    let requests = env.entra.stats().token_requests;
+    let grants: Vec<&str> = requests.iter().map(|r| r.grant_type.as_str()).collect();
     assert_eq!(grants[0], DEVICE_CODE_GRANT);
-    assert!(grants[1..].iter().all(|g| g == "refresh_token") && grants.len() == 5);
+    assert!(grants[1..].iter().all(|g| *g == "refresh_token") && grants.len() == 5);
 
     // Without strict rotation an old refresh token keeps working.
     env.entra.set_strict_rotation(false);
@@ -603,7 +606,7 @@ fn entra_error_bodies_and_faults() {
     let r = poll(&env, "organizations", "x");
     assert_eq!((r.status, r.headers("Retry-After")), (429, vec!["7"]));
     assert_eq!(r.json()["error"], "temporarily_unavailable");
-    assert_eq!(env.entra.token_requests().last().unwrap().status, 429);
+    assert_eq!(env.entra.stats().token_requests.last().unwrap().status, 429);
 
     env.entra.set_fault(Fault::Garbage);
     let r = poll(&env, "organizations", "x");
@@ -625,7 +628,7 @@ fn entra_error_bodies_and_faults() {
         ],
     );
     assert!(!out.status.success());
-    assert!(env.entra.dropped_connections() >= 1);
+    assert!(env.entra.stats().dropped_connections >= 1);
 
     env.entra.set_fault(Fault::None);
     assert_eq!(poll(&env, "organizations", "x").status, 400);

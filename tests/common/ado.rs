@@ -103,20 +103,17 @@ impl MockAdo {
     pub fn create_repo(&self, org: &str, project: &str, repo: &str) -> String {
         let dir = self.root.join(org).join(project).join("_git").join(repo);
         std::fs::create_dir_all(&dir).unwrap();
-        let git = |args: &[&str]| {
-            let out = git_command(&self.root).args(args).output().unwrap();
-            assert!(out.status.success(), "git {args:?}: {out:?}");
+        let git = |before: &str, after: &str| {
+            let mut cmd = git_command(&self.root);
+            cmd.args(before.split_whitespace()).arg(&dir);
+            let out = cmd.args(after.split_whitespace()).output().unwrap();
+            assert!(
+                out.status.success(),
+                "git {before} {dir:?} {after}: {out:?}"
+            );
         };
-        let dir_s = dir.to_str().unwrap();
-        git(&[
-            "-c",
-            "init.defaultBranch=main",
-            "init",
-            "--bare",
-            "-q",
-            dir_s,
-        ]);
-        git(&["-C", dir_s, "config", "http.receivepack", "true"]);
+        git("-c init.defaultBranch=main init --bare -q", "");
+        git("-C", "config http.receivepack true");
         format!("{}/{org}/{project}/_git/{repo}", self.url())
     }
 
@@ -140,30 +137,20 @@ impl MockAdo {
         self.state.lock().unwrap().log.clear();
     }
 
-    pub fn accepted_count(&self) -> usize {
-        self.requests().iter().filter(|r| r.accepted).count()
-    }
-
-    pub fn rejected_count(&self) -> usize {
-        self.requests().iter().filter(|r| !r.accepted).count()
-    }
-
     /// Schemes of the accepted requests, in order.
     pub fn auth_schemes_accepted(&self) -> Vec<Scheme> {
-        let log = self.requests();
-        log.iter()
-            .filter(|r| r.accepted)
-            .map(|r| r.scheme)
-            .collect()
+        self.schemes(true)
     }
 
     /// Schemes of the refused requests, in order.
     pub fn auth_schemes_rejected(&self) -> Vec<Scheme> {
-        let log = self.requests();
-        log.iter()
-            .filter(|r| !r.accepted)
-            .map(|r| r.scheme)
-            .collect()
+        self.schemes(false)
+    }
+
+    fn schemes(&self, accepted: bool) -> Vec<Scheme> {
+        let st = self.state.lock().unwrap();
+        let log = st.log.iter().filter(|r| r.accepted == accepted);
+        log.map(|r| r.scheme).collect()
     }
 }
 
@@ -202,19 +189,15 @@ fn parse_auth(headers: &HeaderMap) -> (Scheme, Option<String>) {
 
 async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Option<Resp> {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let segs: Vec<String> = path
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
-    let Some(org) = segs.first().cloned() else {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let Some(&org) = segs.first() else {
         return Some(response(404, "text/html", "<html>Not Found</html>"));
     };
     let (scheme, token) = parse_auth(req.headers());
     let user = token.and_then(|t| ctx.entra.validate(&t));
     let tenant = {
         let mut st = ctx.state.lock().unwrap();
-        let tenant = st.org_tenants.get(&org).cloned();
+        let tenant = st.org_tenants.get(org).cloned();
         let tenant = tenant.unwrap_or_else(|| MockEntra::HOME_TENANT.to_string());
         let reject_all = st.reject_all;
         let user = user.as_ref();
@@ -222,29 +205,24 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Option<Resp> {
             !reject_all && user.is_some_and(|u| u.tid == tenant && u.aud == ADO_RESOURCE);
         st.log.push(AdoRequest {
             method: method.to_string(),
-            path: path.clone(),
+            path: path.to_string(),
             scheme,
             accepted,
         });
         if !accepted {
-            return Some(unauthorized(&ctx.base, &org, &tenant));
+            return Some(unauthorized(&ctx.base, org, &tenant));
         }
         tenant
     };
     let user = user?;
-    let rest: Vec<&str> = segs.iter().skip(1).map(String::as_str).collect();
-    Some(match rest.as_slice() {
+    Some(match &segs[1..] {
         [] => response(200, "text/html", format!("<html>{org}</html>")),
         ["_apis", "connectionData"] if method == Method::GET => {
             connection_data(&ctx, &user, &tenant)
         }
-        [_project, "_git", _repo, "info", "refs"]
-        | [
-            _project,
-            "_git",
-            _repo,
-            "git-upload-pack" | "git-receive-pack",
-        ] => http_backend(&ctx, req, &user).await,
+        [_, "_git", _, "info", "refs"] | [_, "_git", _, "git-upload-pack" | "git-receive-pack"] => {
+            http_backend(&ctx, req, &user).await
+        }
         _ => response(404, "text/html", "<html>TF400898: Not Found</html>"),
     })
 }
@@ -340,8 +318,7 @@ async fn http_backend(ctx: &Ctx, req: Request<Incoming>, user: &TokenInfo) -> Re
     };
     let out = match tokio::task::spawn_blocking(run).await {
         Ok(Ok(out)) => out,
-        Ok(Err(e)) => return response(500, "text/plain", format!("git http-backend: {e}")),
-        Err(e) => return response(500, "text/plain", format!("git http-backend: {e}")),
+        other => return response(500, "text/plain", format!("git http-backend: {other:?}")),
     };
     if !out.status.success() || !out.stderr.is_empty() {
         eprintln!(

@@ -6,8 +6,11 @@
 
 pub mod ado;
 pub mod entra;
+pub mod harness;
 pub mod tls;
 
 pub use ado::{AdoRequest, MockAdo, Scheme};
-pub use entra::{ADO_RESOURCE, EntraValidator, Fault, MockEntra, TokenInfo, TokenRequest};
+pub use entra::{
+    ADO_RESOURCE, EntraStats, EntraValidator, Fault, MockEntra, TokenInfo, TokenRequest,
+};
 pub use tls::TestCa;

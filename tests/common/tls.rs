@@ -142,7 +142,10 @@ impl HttpsServer {
                         };
                         let svc = service_fn(move |req| {
                             let fut = handler(req);
-                            async move { fut.await.ok_or(Aborted) }
+                            async move {
+                                fut.await
+                                    .ok_or_else(|| std::io::Error::other("aborted by the mock"))
+                            }
                         });
                         let _ = http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), svc)
@@ -174,16 +177,6 @@ impl Drop for HttpsServer {
         }
     }
 }
-
-/// Service error that makes hyper close the connection without answering.
-#[derive(Debug)]
-struct Aborted;
-impl std::fmt::Display for Aborted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection aborted by the mock")
-    }
-}
-impl std::error::Error for Aborted {}
 
 /// A response with a body and content type.
 pub fn response(status: u16, content_type: &str, body: impl Into<Bytes>) -> Resp {
