@@ -143,7 +143,7 @@ pub struct OrgStatus {
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpcError {
-    #[error("the daemon closed the connection without answering")]
+    #[error("the daemon closed the connection without answering (is the socket another user's?)")]
     Closed,
     #[error("message larger than {MAX_MESSAGE} bytes")]
     TooLarge,

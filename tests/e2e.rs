@@ -329,3 +329,104 @@ fn socket_directory_is_private_and_logs_hold_no_tokens() {
         assert!(!hay.contains(rt), "refresh token in {what}");
     }
 }
+
+#[test]
+fn first_clone_in_a_terminal_signs_in_inline() {
+    let mut w = World::new();
+    w.set_env("GIT_TERMINAL_PROMPT", "1");
+    let url = w.ado.create_repo("contoso", "web", "site");
+    // script(1) gives git and the helper a real terminal.
+    let out = common::harness::run_with_input(
+        w.command("script")
+            .args(["-qec", &format!("git clone {url} inline"), "/dev/null"])
+            .current_dir(w.dir.path()),
+        b"",
+    );
+    let screen = text(&out.stdout);
+    ok(&w, &out, "clone in a terminal");
+    assert!(screen.contains("enter the code"), "{screen}");
+    assert!(
+        screen.contains("Connected organization 'contoso'"),
+        "{screen}"
+    );
+    assert!(w.path("inline/.git").exists());
+    assert_eq!(w.entra.stats().devicecode_requests, 1);
+}
+
+#[test]
+fn a_stuck_client_is_dropped_at_its_deadline_and_does_not_hold_up_others() {
+    use std::io::Read;
+    let w = World::new();
+    w.login("contoso");
+    let mut stuck =
+        std::os::unix::net::UnixStream::connect(w.runtime_dir().join("daemon.sock")).unwrap();
+    let t = std::time::Instant::now();
+    ok(&w, &w.get("contoso", true), "get beside a stuck client");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    // The daemon closes the silent connection after its read deadline (5 s).
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(stuck.read(&mut buf).unwrap(), 0, "closed without an answer");
+    assert!(t.elapsed() >= Duration::from_secs(4));
+}
+
+#[test]
+fn a_client_of_another_version_replaces_the_daemon() {
+    use std::io::{BufRead, Write};
+    let w = World::new();
+    w.login("contoso");
+    let old = w.daemon_pid().unwrap();
+    let mut s =
+        std::os::unix::net::UnixStream::connect(w.runtime_dir().join("daemon.sock")).unwrap();
+    s.write_all(b"{\"protocol\":1,\"version\":\"0.0.0-old\",\"request\":{\"op\":\"ping\"}}\n")
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(&s).read_line(&mut line).unwrap();
+    assert!(line.contains("version_mismatch"), "{line}");
+    assert!(common::harness::wait_until(Duration::from_secs(5), || w
+        .daemon_pid()
+        .is_none()));
+    // The next client starts a daemon of its own version; the sign-in is kept.
+    let out = w.get("contoso", true);
+    assert!(field(&out, "credential").is_some(), "{}", text(&out.stderr));
+    assert_ne!(w.daemon_pid().unwrap(), old);
+    assert_eq!(w.entra.stats().devicecode_requests, 1);
+}
+
+#[test]
+fn the_daemon_refuses_another_user() {
+    use std::os::unix::fs::PermissionsExt;
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run a client as another uid");
+        return;
+    }
+    let w = World::new();
+    w.login("contoso");
+    // Loosen every permission on the way to the socket, so only the daemon's own peer-uid
+    // check stands between another user and the tokens.
+    for p in [w.dir.path().to_path_buf(), w.path("run"), w.runtime_dir()] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let sock = w.runtime_dir().join("daemon.sock");
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = common::harness::run_with_input(
+        w.command("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(common::harness::CLIENT)
+            .arg("get"),
+        format!(
+            "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\n",
+            w.ado.host()
+        )
+        .as_bytes(),
+    );
+    assert!(out.stdout.is_empty(), "another user got an answer");
+    assert!(
+        text(&out.stderr).contains("closed the connection"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(w.log().contains("refused a connection from another user"));
+}

@@ -140,10 +140,20 @@ fn exchange(stream: Stream, req: &Request, deadline: Duration) -> Result<Respons
         version: ipc::PACKAGE_VERSION.into(),
         request: req.clone(),
     };
-    ipc::write_message(&stream, &env)?;
-    match ipc::read_message(BufReader::new(&stream)) {
+    let result =
+        ipc::write_message(&stream, &env).and_then(|()| ipc::read_message(BufReader::new(&stream)));
+    match result {
         Err(IpcError::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
             Err(ConnectError::Timeout(deadline))
+        }
+        // A daemon that refuses us (another user's, say) just closes the connection.
+        Err(IpcError::Io(e))
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+            ) =>
+        {
+            Err(ConnectError::Ipc(IpcError::Closed))
         }
         r => Ok(r?),
     }

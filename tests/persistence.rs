@@ -1,0 +1,142 @@
+//! Where sign-ins survive: the OS keyring (a real Secret Service: gnome-keyring on a private
+//! D-Bus session), the explicit file store, and memory only when no keyring answers.
+
+mod common;
+
+use common::harness::{World, field, ok, text};
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Stdio};
+
+/// gnome-keyring's Secret Service on a private D-Bus session bus, unlocked.
+struct SecretService {
+    child: Child,
+    address: String,
+}
+
+impl SecretService {
+    fn start(w: &World) -> SecretService {
+        let mut child = w
+            .command("dbus-run-session")
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "eval \"$(printf pw | gnome-keyring-daemon --unlock --components=secrets)\"; \
+                 echo \"BUS=$DBUS_SESSION_BUS_ADDRESS\"; exec sleep 600",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("dbus-run-session (apt-get install dbus gnome-keyring)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let address = line
+            .trim()
+            .strip_prefix("BUS=")
+            .expect("bus address")
+            .to_string();
+        assert!(!address.is_empty(), "no session bus");
+        SecretService { child, address }
+    }
+}
+
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn os_keyring_keeps_the_sign_in_across_a_daemon_kill() {
+    let mut w = World::with_store("auto");
+    let ss = SecretService::start(&w);
+    w.set_env("DBUS_SESSION_BUS_ADDRESS", &ss.address);
+    let url = w.ado.create_repo("contoso", "web", "site");
+    let login = w.login("contoso");
+    assert!(
+        text(&login.stderr).contains("Refresh token kept in: OS keyring"),
+        "{}",
+        text(&login.stderr)
+    );
+    ok(&w, &w.git(&["clone", &url, "a"], None), "clone");
+    // Nothing on disk but in the keyring.
+    assert!(
+        !w.path("data/git-credential-azdo/refresh-tokens.json")
+            .exists()
+    );
+    let lookup = || {
+        let out = w
+            .command("secret-tool")
+            .args(["lookup", "service", "git-credential-azdo"])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    assert!(
+        lookup().starts_with("1.A"),
+        "the refresh token is in the keyring"
+    );
+    w.kill_daemon(libc::SIGKILL);
+    ok(
+        &w,
+        &w.git(&["fetch"], Some(&w.path("a"))),
+        "fetch after kill",
+    );
+    assert_eq!(w.entra.stats().devicecode_requests, 1);
+    assert_eq!(w.entra.stats().refresh_refused, 0);
+    // logout removes what it stored: the next daemon has nothing to refresh with.
+    ok(&w, &w.client(&["logout", "--org", "contoso"], ""), "logout");
+    assert_eq!(lookup(), "", "logout removed the keyring entry");
+    let out = w.get("contoso", true);
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn without_a_keyring_auto_keeps_tokens_in_memory_and_says_so() {
+    let w = World::with_store("auto");
+    let login = w.login("contoso");
+    let err = text(&login.stderr);
+    assert!(err.contains("memory only"), "{err}");
+    assert!(
+        err.contains("store = \"file\""),
+        "says how to keep it: {err}"
+    );
+    assert!(
+        !w.path("data/git-credential-azdo/refresh-tokens.json")
+            .exists()
+    );
+    let status = w.client(&["status", "--json"], "");
+    assert!(text(&status.stdout).contains("memory only"));
+    assert!(field(&w.get("contoso", true), "credential").is_some());
+    // Documented: a memory-only sign-in ends with the daemon.
+    w.kill_daemon(libc::SIGKILL);
+    let out = w.get("contoso", true);
+    assert!(out.stdout.is_empty());
+    assert!(
+        text(&out.stderr).contains("login --org contoso"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn the_file_store_is_explicit_private_and_survives_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::with_store("file");
+    let login = w.login("contoso");
+    assert!(text(&login.stderr).contains("mode 0600"));
+    let p = w.path("data/git-credential-azdo/refresh-tokens.json");
+    let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let before = std::fs::read_to_string(&p).unwrap();
+    w.kill_daemon(libc::SIGTERM);
+    assert!(field(&w.get("contoso", true), "credential").is_some());
+    // The restart redeemed the refresh token and persisted its rotated successor.
+    let after = std::fs::read_to_string(&p).unwrap();
+    assert_ne!(before, after);
+}
