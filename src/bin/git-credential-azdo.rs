@@ -25,6 +25,9 @@ enum Cmd {
         /// Entra tenant to sign in to, instead of discovering it.
         #[arg(long)]
         tenant: Option<String>,
+        /// Host serving the organization, when not dev.azure.com (one listed in `hosts`).
+        #[arg(long)]
+        host: Option<String>,
         /// Use the device-code flow (the only flow in this version).
         #[arg(long)]
         device_code: bool,
@@ -77,7 +80,9 @@ fn main() -> ExitCode {
     }
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     match Cli::parse().command {
-        Cmd::Login { org, tenant, .. } => client::login_command(org, tenant, &mut err),
+        Cmd::Login {
+            org, tenant, host, ..
+        } => client::login_command(org, tenant, host, &mut err),
         Cmd::Logout { org, all } => client::logout_command(org, all, &mut err),
         Cmd::Status { json } => client::status_command(json, &mut out, &mut err),
         Cmd::Setup {

@@ -161,15 +161,40 @@ fn org_from_origin() -> Option<Target> {
 pub fn login_command(
     org: Option<String>,
     tenant: Option<String>,
+    host: Option<String>,
     err: &mut impl Write,
 ) -> ExitCode {
-    let target = match org {
-        Some(o) if policy::valid_org(&o) => Target {
-            org: o,
-            host: "dev.azure.com".into(),
-        },
-        Some(o) => return fail(err, format!("'{o}' is not a valid organization name")),
-        None => match org_from_origin() {
+    let target = match (org, host) {
+        (Some(o), host) => {
+            let host = host.unwrap_or_else(|| "dev.azure.com".into());
+            // The same policy git's requests go through: a served host, over https.
+            let probe = Credential {
+                protocol: Some("https".into()),
+                host: Some(host.clone()),
+                path: Some(o.clone()),
+                ..Default::default()
+            };
+            let hosts = || {
+                crate::config::Config::load_default()
+                    .map(|c| c.hosts)
+                    .unwrap_or_default()
+            };
+            match policy::decide(&probe, hosts) {
+                Ok(Decision::Serve(t)) => t,
+                Ok(Decision::NotOurs) => {
+                    return fail(
+                        err,
+                        format!(
+                            "{host} is not an Azure DevOps host; list it under `hosts` in {}",
+                            crate::paths::config_path().display()
+                        ),
+                    );
+                }
+                _ => return fail(err, format!("'{o}' is not a valid organization name")),
+            }
+        }
+        (None, Some(_)) => return fail(err, "--host needs --org"),
+        (None, None) => match org_from_origin() {
             Some(t) => t,
             None => {
                 return fail(

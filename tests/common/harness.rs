@@ -97,7 +97,13 @@ impl World {
             .env("AZURE_AUTHORITY_HOST", self.entra.url())
             .env("GIT_TERMINAL_PROMPT", "0")
             .env("GIT_CREDENTIAL_AZDO_LOG", "debug")
-            .env("LANG", "C.UTF-8");
+            .env("LANG", "C.UTF-8")
+            // Nothing in a test may reach a real host: anything not on loopback goes to a
+            // dead proxy and fails at once.
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("NO_PROXY", "127.0.0.1,localhost")
+            .env("no_proxy", "127.0.0.1,localhost");
         for (k, v) in &self.extra_env {
             c.env(k, v);
         }
@@ -123,7 +129,7 @@ impl World {
 
     /// `git-credential-azdo login --org ORG`, approved by the mock.
     pub fn login(&self, org: &str) -> Output {
-        let out = self.client(&["login", "--org", org], "");
+        let out = self.client(&["login", "--org", org, "--host", &self.ado.host()], "");
         assert!(
             out.status.success(),
             "login failed: {}\n{}",
