@@ -430,3 +430,29 @@ fn the_daemon_refuses_another_user() {
     );
     assert!(w.log().contains("refused a connection from another user"));
 }
+
+#[test]
+fn steady_state_gets_never_wait_for_a_refresh() {
+    let w = World::new();
+    w.entra.set_token_lifetime(Duration::from_secs(8));
+    w.login("contoso");
+    let start = std::time::Instant::now();
+    let mut tokens = std::collections::HashSet::new();
+    while start.elapsed() < Duration::from_secs(18) {
+        let out = w.get("contoso", true);
+        let t = field(&out, "credential").expect("answered");
+        assert!(w.entra.validate(&t).is_some(), "a valid token");
+        tokens.insert(t);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Refreshed ahead of expiry at least twice, and no get had to wait for it.
+    assert!(
+        w.entra.stats().refresh_ok >= 2,
+        "{:?}",
+        w.entra.stats().refresh_ok
+    );
+    assert!(tokens.len() >= 3);
+    let log = w.log();
+    assert!(log.contains("ahead=true"), "{log}");
+    assert!(!log.contains("get waits for a refresh"), "{log}");
+}

@@ -244,7 +244,7 @@ impl Broker {
             }
         };
         let claims = slot.state.lock().unwrap().claims.clone();
-        tracing::debug!(account = %slot.id, "refreshing access token");
+        tracing::debug!(account = %slot.id, ahead = background, "refreshing access token");
         match self
             .entra
             .refresh(&slot.tenant, &refresh_token, claims.as_deref())
@@ -338,6 +338,7 @@ impl Broker {
                 return token_response(t);
             }
         }
+        tracing::info!(org, "get waits for a refresh");
         match self.refresh(&slot, false).await {
             Ok(t) => token_response(&t),
             Err(e) => {
