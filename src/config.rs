@@ -45,6 +45,9 @@ pub struct Config {
     pub client_id: Option<String>,
     /// Entra authority host; `AZURE_AUTHORITY_HOST` wins over it.
     pub authority_host: Option<String>,
+    /// HTTPS proxy for the daemon's requests (a daemon started by systemd or launchd does not
+    /// see the shell's `HTTPS_PROXY`); without it, `HTTPS_PROXY`/`NO_PROXY` apply.
+    pub proxy: Option<String>,
     #[serde(default)]
     pub org: BTreeMap<String, OrgConfig>,
 }
@@ -118,6 +121,7 @@ hosts = ["ado.corp.example:8443"]
 store = "file"
 client_id = "abc"
 authority_host = "https://login.microsoftonline.us/"
+proxy = "http://proxy.corp.example:8080"
 [org.Contoso]
 tenant = "t1"
 "#,
@@ -127,6 +131,7 @@ tenant = "t1"
         assert_eq!(c.store, StoreSetting::File);
         assert_eq!(c.client_id(), "abc");
         assert_eq!(c.tenant_override("contoso"), Some("t1"));
+        assert_eq!(c.proxy.as_deref(), Some("http://proxy.corp.example:8080"));
         let d = Config::default();
         assert_eq!(d.store, StoreSetting::Auto);
         assert_eq!(d.client_id(), DEFAULT_CLIENT_ID);

@@ -91,14 +91,21 @@ fn lock_pid_file(path: &Path) -> Result<Option<File>, DaemonError> {
     }
 }
 
-fn http_client() -> Result<reqwest::Client, DaemonError> {
-    reqwest::Client::builder()
+/// The daemon's one HTTP client: OS trust store (and `SSL_CERT_FILE`), proxy from the
+/// configuration or the environment, connect and total timeouts, no redirects.
+fn http_client(config: &Config) -> Result<reqwest::Client, DaemonError> {
+    let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("git-credential-azdo/", env!("CARGO_PKG_VERSION")))
-        .https_only(false)
-        .build()
+        .user_agent(concat!("git-credential-azdo/", env!("CARGO_PKG_VERSION")));
+    if let Some(p) = &config.proxy {
+        let proxy = reqwest::Proxy::all(p)
+            .map_err(|e| DaemonError::Setup(format!("proxy '{p}' in the configuration: {e}")))?
+            .no_proxy(reqwest::NoProxy::from_env());
+        b = b.proxy(proxy);
+    }
+    b.build()
         .map_err(|e| DaemonError::Setup(format!("cannot set up HTTPS: {e}")))
 }
 
@@ -164,9 +171,10 @@ pub async fn run(
         });
         rx
     };
+    let http = http_client(&config)?;
     let broker = broker::Broker::new(
         config,
-        http_client()?,
+        http,
         secret_store.clone(),
         data_dir,
         records,
