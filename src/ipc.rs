@@ -153,6 +153,16 @@ pub enum IpcError {
     Io(#[from] std::io::Error),
 }
 
+/// Whether dotted version `a` is newer than `b` (numeric parts; anything else counts as 0).
+pub fn is_newer(a: &str, b: &str) -> bool {
+    let parts = |v: &str| -> Vec<u64> {
+        v.split(['.', '-', '+'])
+            .map(|p| p.parse().unwrap_or(0))
+            .collect()
+    };
+    parts(a) > parts(b)
+}
+
 /// Writes one message as a JSON line.
 pub fn write_message<T: Serialize>(mut out: impl Write, msg: &T) -> Result<(), IpcError> {
     let mut buf = serde_json::to_vec(msg).map_err(|e| IpcError::Malformed(e.to_string()))?;
@@ -194,6 +204,14 @@ pub fn decode<T: for<'de> Deserialize<'de>>(line: &[u8]) -> Result<T, IpcError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_order() {
+        assert!(is_newer("0.2.0", "0.1.9"));
+        assert!(is_newer("0.10.0", "0.9.0"));
+        assert!(!is_newer("0.1.0", "0.1.0"));
+        assert!(!is_newer("0.0.0-old", "0.1.0"));
+    }
 
     #[test]
     fn request_round_trip() {

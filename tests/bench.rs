@@ -41,7 +41,14 @@ fn get_side_by_side_with_git_credential_cache() {
     );
     assert!(field(&w.get("contoso", true), "credential").is_some());
 
-    let sock = w.path("cache.sock");
+    let cache_dir = w.path("cache");
+    std::fs::create_dir_all(&cache_dir).unwrap();
+    std::fs::set_permissions(
+        &cache_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let sock = cache_dir.join("cache.sock");
     let sock = sock.to_str().unwrap();
     let cache_input = "protocol=https\nhost=dev.azure.com\npath=contoso/p/_git/r\n";
     let stored = format!("{cache_input}username=u\npassword=secret\n");
@@ -50,7 +57,11 @@ fn get_side_by_side_with_git_credential_cache() {
             .args(["credential-cache", "--socket", sock, "store"]),
         stored.as_bytes(),
     );
-    assert!(out.status.success());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let check = run_with_input(
         w.command("git")
             .args(["credential-cache", "--socket", sock, "get"]),

@@ -28,6 +28,11 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("talking to the daemon: {0}")]
     Ipc(#[from] IpcError),
+    #[error(
+        "the running daemon is version {daemon}, newer than this client ({}); update git-credential-azdo or put the newer one first on PATH",
+        ipc::PACKAGE_VERSION
+    )]
+    OlderClient { daemon: String },
 }
 
 fn connect_once() -> std::io::Result<Stream> {
@@ -78,14 +83,21 @@ fn start_daemon() -> Result<(), ConnectError> {
             .open(&log)
             .map_err(|e| fail(format!("cannot open its log: {e}")))?
     };
-    let mut child = Command::new(&exe)
-        .stdin(Stdio::null())
+    let mut cmd = Command::new(&exe);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file)
-        // Its own process group: a Ctrl-C meant for git does not stop the daemon.
-        .process_group(0)
-        .spawn()
-        .map_err(|e| fail(e.to_string()))?;
+        // Not inside the repository git runs in (it may be on a mount to be unmounted).
+        .current_dir("/");
+    // Its own session: neither a Ctrl-C meant for git nor the terminal closing stops it.
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -114,18 +126,23 @@ fn connect_or_start() -> Result<Stream, ConnectError> {
         Err(e) if is_absent(&e) => {}
         Err(e) => return Err(ConnectError::Ipc(e.into())),
     }
-    start_daemon()?;
-    // `busy` means another client started one at the same moment: give it a moment to bind.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        match connect_once() {
-            Ok(s) => return Ok(s),
-            Err(e) if is_absent(&e) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
+    // `busy` means another daemon holds the lock: one starting at the same moment (it binds
+    // soon), or one on its way out (then the second start takes over).
+    for attempt in 0..2 {
+        start_daemon()?;
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            match connect_once() {
+                Ok(s) => return Ok(s),
+                Err(e) if is_absent(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) if is_absent(&e) && attempt == 0 => break,
+                Err(e) => return Err(ConnectError::Ipc(e.into())),
             }
-            Err(e) => return Err(ConnectError::Ipc(e.into())),
         }
     }
+    unreachable!("the second attempt returns")
 }
 
 fn exchange(stream: Stream, req: &Request, deadline: Duration) -> Result<Response, ConnectError> {
@@ -162,16 +179,28 @@ fn exchange(stream: Stream, req: &Request, deadline: Duration) -> Result<Respons
 /// Sends one request and returns the daemon's answer, starting or replacing the daemon as
 /// needed. `deadline` bounds the wait for the answer.
 pub fn call(req: &Request, deadline: Duration) -> Result<Response, ConnectError> {
-    let resp = exchange(connect_or_start()?, req, deadline)?;
-    if let Response::VersionMismatch { .. } = resp {
-        // The old daemon exits after answering; wait for its socket to go, then start ours.
-        let until = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < until && connect_once().is_ok() {
-            std::thread::sleep(Duration::from_millis(20));
+    let resp = match exchange(connect_or_start()?, req, deadline) {
+        // A daemon shutting down closes connections it has not answered: ask the next one.
+        Err(ConnectError::Ipc(IpcError::Closed)) => {
+            std::thread::sleep(Duration::from_millis(50));
+            exchange(connect_or_start()?, req, deadline)?
         }
-        return exchange(connect_or_start()?, req, deadline);
+        r => r?,
+    };
+    match resp {
+        Response::VersionMismatch { daemon } if ipc::is_newer(&daemon, ipc::PACKAGE_VERSION) => {
+            Err(ConnectError::OlderClient { daemon })
+        }
+        Response::VersionMismatch { .. } => {
+            // The old daemon exits after answering; wait for its socket to go, then start ours.
+            let until = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < until && connect_once().is_ok() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            exchange(connect_or_start()?, req, deadline)
+        }
+        r => Ok(r),
     }
-    Ok(resp)
 }
 
 /// Sends one request only if a daemon is already running (`None` when none is).

@@ -150,27 +150,28 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
 /// May we wait for a person? Not with `GIT_TERMINAL_PROMPT=0`, `credential.interactive=false`,
 /// or without a terminal.
 fn interactive() -> bool {
-    if std::env::var_os("GIT_TERMINAL_PROMPT").is_some_and(|v| v == "0") {
+    // Cheapest checks first: most non-interactive runs stop before starting a git process.
+    if std::env::var_os("GIT_TERMINAL_PROMPT").is_some_and(|v| v == "0")
+        || !std::io::stderr().is_terminal()
+        || std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .is_err()
+    {
         return false;
     }
-    if let Ok(o) = std::process::Command::new("git")
+    let configured = std::process::Command::new("git")
         .args(["config", "--get", "credential.interactive"])
         .stderr(std::process::Stdio::null())
         .output()
-    {
-        let v = String::from_utf8_lossy(&o.stdout)
-            .trim()
-            .to_ascii_lowercase();
-        if matches!(v.as_str(), "false" | "no" | "off" | "0" | "never") {
-            return false;
-        }
-    }
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/tty")
-        .is_ok()
-        && std::io::stderr().is_terminal()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    !matches!(configured.as_str(), "false" | "no" | "off" | "0" | "never")
 }
 
 pub use ui::{login_command, logout_command, setup_command, status_command, stop_command};

@@ -7,19 +7,24 @@
 use super::claims::Claims;
 use super::discovery;
 use super::entra::{Entra, EntraError, TokenSet};
-use super::store::{self, AccountRecord, OrgBinding, Records, SecretStore};
+use super::store::{AccountRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
 use crate::ipc::{AccountView, ErrorKind, OrgStatus, Response, StatusView};
 use crate::secret::Secret;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 
 const STORE_LIMIT: Duration = Duration::from_secs(5);
 /// Longest back-off after Azure DevOps refuses fresh tokens again and again.
 const MAX_DENIED_BACKOFF: Duration = Duration::from_secs(300);
+/// A token refused within this time of the previous refusal was its replacement.
+const REPLACEMENT_WINDOW_MS: u64 = 5 * 60 * 1000;
+/// The refresher wakes at least this often, so a suspended laptop refreshes soon after it
+/// resumes (tokio's timers do not count time spent suspended).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -57,6 +62,14 @@ impl CachedToken {
     }
 }
 
+/// Refusals of this account's tokens by one organization.
+#[derive(Default, Clone, Copy)]
+struct Denied {
+    last_erase_ms: u64,
+    streak: u32,
+    until_ms: u64,
+}
+
 #[derive(Default)]
 struct SlotState {
     token: Option<CachedToken>,
@@ -67,12 +80,13 @@ struct SlotState {
     needs_login: Option<String>,
     last_refresh_ms: Option<u64>,
     last_outcome: Option<String>,
-    /// Earliest time the background refresher may try again after a failure.
+    /// The last failed attempt, shared with callers that waited for it.
+    last_error: Option<(ErrorKind, String)>,
+    /// Earliest time to try again after a failure.
     retry_at_ms: u64,
     failures: u32,
-    last_erase_ms: Option<u64>,
-    denied_streak: u32,
-    denied_until_ms: u64,
+    /// Per organization: Azure DevOps refusing fresh tokens (no access).
+    denied: HashMap<String, Denied>,
 }
 
 /// One account's tokens.
@@ -89,10 +103,14 @@ type FlowResult = Option<Result<(String, AccountView), (ErrorKind, String)>>;
 pub struct Broker {
     entra: Entra,
     http: reqwest::Client,
-    store: Arc<dyn SecretStore>,
+    store: StoreHandle,
     data_dir: PathBuf,
     config: Config,
+    /// Persistent records; held only by writers (sign-in, logout, discovery).
     records: tokio::sync::Mutex<Records>,
+    /// Organization → account id, for the hot path.
+    index: RwLock<HashMap<String, String>>,
+    /// Account id → its tokens. Every account in the records has a slot.
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     flows: Mutex<HashMap<String, watch::Receiver<FlowResult>>>,
     shutdown: watch::Receiver<bool>,
@@ -102,12 +120,17 @@ impl Broker {
     pub fn new(
         config: Config,
         http: reqwest::Client,
-        store: Arc<dyn SecretStore>,
+        store: StoreHandle,
         data_dir: PathBuf,
         records: Records,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Broker> {
         let entra = Entra::new(http.clone(), &config.authority(), config.client_id());
+        let index = records
+            .orgs
+            .iter()
+            .map(|(org, b)| (org.clone(), b.account.clone()))
+            .collect();
         let broker = Arc::new(Broker {
             entra,
             http,
@@ -115,14 +138,15 @@ impl Broker {
             data_dir,
             config,
             records: tokio::sync::Mutex::new(records.clone()),
+            index: RwLock::new(index),
             slots: Mutex::default(),
             flows: Mutex::default(),
             shutdown,
         });
-        // Warm every known account at once, so the first `get` after a restart finds a token.
+        // A slot for every account; each refresher fetches a token at once, so the first
+        // `get` after a restart finds one.
         for (id, acct) in &records.accounts {
-            let slot = broker.slot(id, &acct.tenant);
-            slot.wake.notify_one();
+            broker.new_slot(id, &acct.tenant, SlotState::default());
         }
         broker
     }
@@ -131,36 +155,53 @@ impl Broker {
         self.store.describe()
     }
 
-    /// The slot of an account, created with its background refresher on first use.
-    fn slot(self: &Arc<Self>, id: &str, tenant: &str) -> Arc<Slot> {
-        let mut slots = self.slots.lock().unwrap();
-        if let Some(s) = slots.get(id) {
-            return s.clone();
-        }
+    /// Installs a slot for an account (replacing any) and starts its refresher.
+    fn new_slot(self: &Arc<Self>, id: &str, tenant: &str, state: SlotState) -> Arc<Slot> {
         let slot = Arc::new(Slot {
             id: id.to_string(),
             tenant: tenant.to_string(),
-            state: Mutex::default(),
+            state: Mutex::new(state),
             refresh_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
         });
-        slots.insert(id.to_string(), slot.clone());
+        if let Some(old) = self
+            .slots
+            .lock()
+            .unwrap()
+            .insert(id.to_string(), slot.clone())
+        {
+            old.wake.notify_one();
+        }
         tokio::spawn(self.clone().refresher(slot.clone()));
         slot
     }
 
-    /// Drops an account's slot; its refresher notices and ends.
-    fn forget_slot(&self, id: &str) {
-        if let Some(old) = self.slots.lock().unwrap().remove(id) {
+    /// Retires an account's slot and waits for a refresh it has in flight, so nothing it
+    /// does afterwards can reach the store.
+    async fn retire_slot(&self, id: &str) {
+        let old = self.slots.lock().unwrap().remove(id);
+        if let Some(old) = old {
             old.wake.notify_one();
+            let _flight = old.refresh_lock.lock().await;
         }
     }
 
-    async fn slot_for_org(self: &Arc<Self>, org: &str) -> Option<Arc<Slot>> {
-        let records = self.records.lock().await;
-        let binding = records.orgs.get(&org.to_ascii_lowercase())?;
-        let account = records.accounts.get(&binding.account)?;
-        Some(self.slot(&binding.account, &account.tenant))
+    fn is_current(&self, slot: &Arc<Slot>) -> bool {
+        self.slots
+            .lock()
+            .unwrap()
+            .get(&slot.id)
+            .is_some_and(|c| Arc::ptr_eq(c, slot))
+    }
+
+    fn slot_for_org(&self, org: &str) -> Option<Arc<Slot>> {
+        let id = self
+            .index
+            .read()
+            .unwrap()
+            .get(&org.to_ascii_lowercase())
+            .cloned()?;
+        self.slots.lock().unwrap().get(&id).cloned()
     }
 
     /// Keeps one account's token fresh: refresh three quarters into its life, retry failures
@@ -182,20 +223,19 @@ impl Broker {
                 }
             };
             let sleep = match due {
-                Some(d) => Duration::from_millis(d.saturating_sub(now_ms())),
-                None => Duration::from_secs(24 * 3600),
+                Some(d) => Duration::from_millis(d.saturating_sub(now_ms())).min(MAX_SLEEP),
+                None => MAX_SLEEP,
             };
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {
-                    if due.is_some() {
+                    if due.is_some_and(|d| d <= now_ms()) {
                         let _ = self.refresh(&slot, true).await;
                     }
                 }
                 _ = slot.wake.notified() => {}
                 _ = shutdown.changed() => return,
             }
-            let current = self.slots.lock().unwrap().get(&slot.id).cloned();
-            if !current.is_some_and(|c| Arc::ptr_eq(&c, &slot)) {
+            if !self.is_current(&slot) {
                 return; // logged out, or replaced by a new sign-in
             }
         }
@@ -203,7 +243,8 @@ impl Broker {
 
     /// Refreshes the account's access token, sharing one request among all callers. With
     /// `background`, refreshes even when the current token is still usable.
-    async fn refresh(&self, slot: &Slot, background: bool) -> Result<CachedToken, Response> {
+    async fn refresh(&self, slot: &Arc<Slot>, background: bool) -> Result<CachedToken, Response> {
+        let asked = now_ms();
         let _flight = slot.refresh_lock.lock().await;
         let now = now_ms();
         let refresh_token = {
@@ -221,13 +262,21 @@ impl Broker {
             if let Some(why) = &st.needs_login {
                 return Err(err(ErrorKind::NeedsLogin, why.clone()));
             }
+            if !background && let Some((kind, message)) = &st.last_error {
+                // Another caller's attempt failed while we waited for it, or we are backing
+                // off after failures: share that outcome instead of asking Entra again.
+                let tried_meanwhile = st.last_refresh_ms.is_some_and(|t| t >= asked);
+                if tried_meanwhile || now < st.retry_at_ms {
+                    return Err(err(*kind, message.clone()));
+                }
+            }
             st.refresh_token.clone()
         };
         let refresh_token = match refresh_token {
             Some(rt) => rt,
             None => {
                 let id = slot.id.clone();
-                match store::call(&self.store, STORE_LIMIT, move |s| s.load(&id)).await {
+                match self.store.call(STORE_LIMIT, move |s| s.load(&id)).await {
                     Ok(Some(rt)) => rt,
                     Ok(None) => {
                         let why = format!(
@@ -256,7 +305,8 @@ impl Broker {
                 let mut st = slot.state.lock().unwrap();
                 st.needs_login = Some(m.clone());
                 st.last_outcome = Some(format!("failed: {m}"));
-                st.last_refresh_ms = Some(now);
+                st.last_error = Some((ErrorKind::NeedsLogin, m.clone()));
+                st.last_refresh_ms = Some(now_ms());
                 Err(err(ErrorKind::NeedsLogin, m))
             }
             Err(e) => Err(self.failed(slot, ErrorKind::Unavailable, e.to_string())),
@@ -272,16 +322,22 @@ impl Broker {
         st.retry_at_ms = now_ms() + backoff;
         st.last_refresh_ms = Some(now_ms());
         st.last_outcome = Some(format!("failed: {message}"));
+        st.last_error = Some((kind, message.clone()));
         err(kind, message)
     }
 
     /// Persists the rotated refresh token, then publishes the new access token.
-    async fn install(&self, slot: &Slot, set: TokenSet, used_claims: bool) -> CachedToken {
+    async fn install(&self, slot: &Arc<Slot>, set: TokenSet, used_claims: bool) -> CachedToken {
         let now = now_ms();
         let mut outcome = "ok".to_string();
-        if let Some(rt) = &set.refresh {
+        // A retired slot (logged out, or replaced by a new sign-in) must not write to the
+        // store: that would resurrect a forgotten refresh token or overwrite the new one.
+        if let Some(rt) = set.refresh.as_ref().filter(|_| self.is_current(slot)) {
             let (id, rt2) = (slot.id.clone(), rt.clone());
-            if let Err(e) = store::call(&self.store, STORE_LIMIT, move |s| s.save(&id, &rt2)).await
+            if let Err(e) = self
+                .store
+                .call(STORE_LIMIT, move |s| s.save(&id, &rt2))
+                .await
             {
                 // Keep the new one in memory: the old one may already be spent.
                 tracing::error!(account = %slot.id, error = %e, "could not save the rotated refresh token");
@@ -302,6 +358,7 @@ impl Broker {
         }
         st.token = Some(cached.clone());
         st.needs_login = None;
+        st.last_error = None;
         st.failures = 0;
         st.retry_at_ms = 0;
         st.last_refresh_ms = Some(now);
@@ -314,7 +371,7 @@ impl Broker {
 
     /// Answers `get`: the cached token when usable, else one shared refresh.
     pub async fn get(self: &Arc<Self>, org: &str) -> Response {
-        let Some(slot) = self.slot_for_org(org).await else {
+        let Some(slot) = self.slot_for_org(org) else {
             return err(
                 ErrorKind::NeedsLogin,
                 format!("no account is connected to organization '{org}'"),
@@ -323,12 +380,14 @@ impl Broker {
         let now = now_ms();
         {
             let st = slot.state.lock().unwrap();
-            if st.denied_until_ms > now {
+            if let Some(d) = st.denied.get(&org.to_ascii_lowercase())
+                && d.until_ms > now
+            {
                 return err(
                     ErrorKind::Denied,
                     format!(
                         "Azure DevOps refused fresh tokens for organization '{org}' again (does the account have access?); not asking for {} more seconds",
-                        (st.denied_until_ms - now).div_ceil(1000)
+                        (d.until_ms - now).div_ceil(1000)
                     ),
                 );
             }
@@ -345,48 +404,49 @@ impl Broker {
                 // A transient failure: a token that is still valid is better than none.
                 let st = slot.state.lock().unwrap();
                 match &st.token {
-                    Some(t) if t.expires_ms > now_ms() + 5_000 => token_response(t),
+                    Some(t) if t.expires_ms > now_ms() + 5_000 && st.needs_login.is_none() => {
+                        token_response(t)
+                    }
                     _ => e,
                 }
             }
         }
     }
 
-    /// Answers `erase`: drop the refused token; back off when replacements are refused too.
+    /// Answers `erase`: drop the refused token; when its replacement is refused too, the
+    /// organization backs off instead of asking Entra again and again.
     pub async fn erase(self: &Arc<Self>, org: &str, token: Option<&Secret>, wwwauth: &[String]) {
-        let Some(slot) = self.slot_for_org(org).await else {
+        let Some(slot) = self.slot_for_org(org) else {
             return;
         };
         let now = now_ms();
         let mut st = slot.state.lock().unwrap();
-        let matches = match (&st.token, token) {
-            (Some(t), Some(rejected)) => &t.token == rejected,
-            (Some(_), None) => true,
-            (None, _) => false,
+        let obtained = match (&st.token, token) {
+            (Some(t), Some(rejected)) if &t.token == rejected => t.obtained_ms,
+            (Some(t), None) => t.obtained_ms,
+            _ => return, // not the token we hold: nothing to drop
         };
+        st.token = None;
         if let Some(claims) = wwwauth.iter().find_map(|w| claims_challenge(w)) {
             tracing::info!(org, "Azure DevOps asked for a claims challenge");
             st.claims = Some(claims);
-        } else if matches {
-            let t = st.token.as_ref().expect("matched");
-            // A token obtained since the previous erase was refused too: no access rather
-            // than expiry, so back off instead of asking Entra again and again.
-            let replacement = st.last_erase_ms.is_some_and(|e| t.obtained_ms >= e);
-            st.denied_streak = if replacement { st.denied_streak + 1 } else { 0 };
-            if st.denied_streak > 0 {
-                let backoff = Duration::from_secs(5 << (st.denied_streak - 1).min(10))
-                    .min(MAX_DENIED_BACKOFF);
-                st.denied_until_ms = now + backoff.as_millis() as u64;
-                tracing::warn!(
-                    org,
-                    backoff_s = backoff.as_secs(),
-                    "fresh token refused again; backing off"
-                );
-            }
+            return;
         }
-        if matches {
-            st.token = None;
-            st.last_erase_ms = Some(now);
+        let d = st.denied.entry(org.to_ascii_lowercase()).or_default();
+        // Obtained after the previous refusal, and soon after it: that was the replacement.
+        let replacement = d.last_erase_ms > 0
+            && obtained >= d.last_erase_ms
+            && obtained - d.last_erase_ms < REPLACEMENT_WINDOW_MS;
+        d.streak = if replacement { d.streak + 1 } else { 0 };
+        d.last_erase_ms = now;
+        if d.streak > 0 {
+            let backoff = Duration::from_secs(5 << (d.streak - 1).min(10)).min(MAX_DENIED_BACKOFF);
+            d.until_ms = now + backoff.as_millis() as u64;
+            tracing::warn!(
+                org,
+                backoff_s = backoff.as_secs(),
+                "fresh token refused again; backing off"
+            );
         }
     }
 
@@ -524,69 +584,101 @@ impl Broker {
                 "Entra ID returned no refresh token".into(),
             ));
         };
-        // The refresh token first: it is what makes the sign-in last.
+        let internal = |what: &str, e: &dyn std::fmt::Display| {
+            (
+                ErrorKind::Internal,
+                format!("signed in, but could not save {what}: {e}"),
+            )
+        };
+        // Writers hold the records lock for the whole change; `get` reads the index.
+        let mut records = self.records.lock().await;
+        // The account's previous slot (an earlier sign-in) finishes any refresh in flight and
+        // is retired before the new refresh token is written.
+        self.retire_slot(&id).await;
         let (sid, srt) = (id.clone(), rt.clone());
-        store::call(&self.store, STORE_LIMIT, move |s| s.save(&sid, &srt))
+        self.store
+            .call(STORE_LIMIT, move |s| s.save(&sid, &srt))
             .await
-            .map_err(|e| {
-                (
-                    ErrorKind::Internal,
-                    format!("signed in, but could not save the refresh token: {e}"),
-                )
-            })?;
-        {
-            let mut records = self.records.lock().await;
-            records.accounts.insert(
-                id.clone(),
-                AccountRecord {
-                    tenant: tenant.to_string(),
-                    client_id: self.config.client_id().to_string(),
-                    authority: self.entra.authority().to_string(),
-                    name: view.name.clone(),
-                    upn: view.upn.clone(),
-                    oid: view.oid.clone(),
-                    identity: "user".into(),
-                    connected_at: now_ms() / 1000,
-                },
-            );
-            records.orgs.insert(
-                org.to_ascii_lowercase(),
-                OrgBinding {
-                    account: id.clone(),
-                    host: host.to_string(),
-                },
-            );
-            records.save(&self.data_dir).map_err(|e| {
-                (
-                    ErrorKind::Internal,
-                    format!("signed in, but could not save the account record: {e}"),
-                )
-            })?;
-        }
-        // A fresh sign-in replaces whatever state the account had.
-        self.forget_slot(&id);
-        let slot = self.slot(&id, tenant);
-        {
-            // Hold the flight lock so the new slot's refresher cannot spend the refresh
-            // token before the sign-in's own tokens are in place.
-            let _flight = slot.refresh_lock.lock().await;
-            slot.state.lock().unwrap().refresh_token = Some(rt);
-            self.install(&slot, set, false).await;
-        }
+            .map_err(|e| internal("the refresh token", &e))?;
+        let mut next = records.clone();
+        next.accounts.insert(
+            id.clone(),
+            AccountRecord {
+                tenant: tenant.to_string(),
+                client_id: self.config.client_id().to_string(),
+                authority: self.entra.authority().to_string(),
+                name: view.name.clone(),
+                upn: view.upn.clone(),
+                oid: view.oid.clone(),
+                identity: "user".into(),
+                connected_at: now_ms() / 1000,
+            },
+        );
+        next.orgs.insert(
+            org.to_ascii_lowercase(),
+            OrgBinding {
+                account: id.clone(),
+                host: host.to_string(),
+            },
+        );
+        // An organization moved to this account may leave its old account unused.
+        let unused = next.remove_unused_accounts();
+        next.save(&self.data_dir)
+            .map_err(|e| internal("the account record", &e))?;
+        *records = next;
+        let now = now_ms();
+        let state = SlotState {
+            token: Some(CachedToken {
+                token: set.access,
+                obtained_ms: now,
+                expires_ms: now + set.expires_in.as_millis() as u64,
+            }),
+            refresh_token: Some(rt),
+            last_refresh_ms: Some(now),
+            last_outcome: Some("ok (signed in)".into()),
+            ..SlotState::default()
+        };
+        self.new_slot(&id, tenant, state);
+        self.index
+            .write()
+            .unwrap()
+            .insert(org.to_ascii_lowercase(), id.clone());
+        drop(records);
+        // Failures are logged; the sign-in itself succeeded.
+        let _ = self.forget_accounts(unused).await;
         tracing::info!(org, account = %id, "signed in");
         Ok((org.to_string(), view))
+    }
+
+    /// Retires accounts and removes their refresh tokens from the store.
+    async fn forget_accounts(&self, ids: Vec<String>) -> Result<(), String> {
+        let mut failed = Vec::new();
+        for id in ids {
+            self.retire_slot(&id).await;
+            let key = id.clone();
+            if let Err(e) = self.store.call(STORE_LIMIT, move |s| s.delete(&key)).await {
+                tracing::error!(account = %id, error = %e, "could not remove a refresh token");
+                failed.push(e.to_string());
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
     }
 
     /// Disconnects one organization, or all; forgets refresh tokens no organization uses.
     pub async fn logout(self: &Arc<Self>, org: Option<&str>) -> Response {
         let mut records = self.records.lock().await;
+        let mut next = records.clone();
         let removed: Vec<String> = match org {
-            Some(o) => records
+            Some(o) => next
                 .orgs
-                .remove(&o.to_ascii_lowercase())
-                .map(|_| vec![o.to_string()])
+                .remove_entry(&o.to_ascii_lowercase())
+                .map(|(k, _)| vec![k])
                 .unwrap_or_default(),
-            None => std::mem::take(&mut records.orgs).into_keys().collect(),
+            None => std::mem::take(&mut next.orgs).into_keys().collect(),
         };
         if removed.is_empty() {
             return err(
@@ -597,27 +689,25 @@ impl Broker {
                 },
             );
         }
-        let unused: Vec<String> = records
-            .accounts
-            .keys()
-            .filter(|id| !records.orgs.values().any(|b| &b.account == *id))
-            .cloned()
-            .collect();
-        for id in &unused {
-            records.accounts.remove(id);
-            self.forget_slot(id);
-            let key = id.clone();
-            if let Err(e) = store::call(&self.store, STORE_LIMIT, move |s| s.delete(&key)).await {
-                return err(
-                    ErrorKind::Internal,
-                    format!("could not remove the refresh token: {e}"),
-                );
-            }
-        }
-        if let Err(e) = records.save(&self.data_dir) {
+        let unused = next.remove_unused_accounts();
+        if let Err(e) = next.save(&self.data_dir) {
             return err(ErrorKind::Internal, e.to_string());
         }
-        Response::Done
+        *records = next;
+        {
+            let mut index = self.index.write().unwrap();
+            for o in &removed {
+                index.remove(o);
+            }
+        }
+        drop(records);
+        match self.forget_accounts(unused).await {
+            Ok(()) => Response::Done,
+            Err(e) => err(
+                ErrorKind::Internal,
+                format!("disconnected, but could not remove the refresh token: {e}"),
+            ),
+        }
     }
 
     pub async fn status(self: &Arc<Self>) -> Response {

@@ -26,7 +26,9 @@ pub enum DaemonError {
     #[error("{0}")]
     Setup(String),
     #[error("cannot open the OS keyring (store = \"keyring\" in the configuration): {0}")]
-    Store(#[from] store::StoreError),
+    Store(store::StoreError),
+    #[error("cannot read the account records: {0}")]
+    Records(store::StoreError),
 }
 
 /// How a run ended.
@@ -100,8 +102,11 @@ fn http_client(config: &Config) -> Result<reqwest::Client, DaemonError> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("git-credential-azdo/", env!("CARGO_PKG_VERSION")));
     if let Some(p) = &config.proxy {
+        // Not quoted in the error: a proxy URL may carry a password.
         let proxy = reqwest::Proxy::all(p)
-            .map_err(|e| DaemonError::Setup(format!("proxy '{p}' in the configuration: {e}")))?
+            .map_err(|_| {
+                DaemonError::Setup("the proxy in the configuration is not a valid URL".into())
+            })?
             .no_proxy(reqwest::NoProxy::from_env());
         b = b.proxy(proxy);
     }
@@ -148,8 +153,10 @@ pub async fn run(
     let _ = writeln!(pid_file, "{}", std::process::id());
 
     let data_dir = paths::data_dir();
-    let secret_store = store::choose(config.store, &data_dir).await?;
-    let records = store::Records::load(&data_dir)?;
+    let secret_store = store::choose(config.store, &data_dir)
+        .await
+        .map_err(DaemonError::Store)?;
+    let records = store::Records::load_or_set_aside(&data_dir).map_err(DaemonError::Records)?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         socket = %socket.display(),
@@ -175,7 +182,7 @@ pub async fn run(
     let broker = broker::Broker::new(
         config,
         http,
-        secret_store.clone(),
+        store::StoreHandle::new(secret_store.clone()),
         data_dir,
         records,
         combined.clone(),

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Serves until `shutdown` turns true. A request may also ask for shutdown through `stop`.
+/// On shutdown it stops accepting, then gives requests in progress a few seconds to finish.
 pub async fn serve(
     listener: Listener,
     broker: Arc<Broker>,
@@ -22,10 +23,12 @@ pub async fn serve(
     stop: watch::Sender<bool>,
 ) {
     let own_uid = unsafe { libc::geteuid() };
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
-            _ = shutdown.wait_for(|s| *s) => return,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            _ = shutdown.wait_for(|s| *s) => break,
         };
         let stream = match conn {
             Ok(s) => s,
@@ -43,12 +46,27 @@ pub async fn serve(
             }
         }
         let (broker, stop) = (broker.clone(), stop.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             if let Err(e) = handle(stream, broker, stop).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, drain).await.is_err() {
+        tracing::warn!("requests still running at shutdown were cut off");
+    }
+}
+
+/// How long requests in progress may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// The part of a request every version understands, checked before the rest is decoded.
+#[derive(serde::Deserialize)]
+struct Header {
+    protocol: u32,
+    version: String,
 }
 
 async fn handle(
@@ -69,24 +87,27 @@ async fn handle(
             return Ok(());
         }
     }
-    let (response, then_stop) = match ipc::decode::<RequestEnvelope>(&line) {
-        Err(e) => (
-            Response::Error {
-                error: ErrorKind::BadRequest,
-                message: e.to_string(),
-            },
-            false,
-        ),
-        Ok(env) if env.protocol != ipc::PROTOCOL || env.version != ipc::PACKAGE_VERSION => {
-            tracing::info!(client = %env.version, "client of another version; exiting so it can start its own daemon");
+    let (response, then_stop) = match ipc::decode::<Header>(&line) {
+        Err(e) => (bad_request(e), false),
+        // Same package: serve.
+        Ok(h) if h.protocol == ipc::PROTOCOL && h.version == ipc::PACKAGE_VERSION => {
+            match ipc::decode::<RequestEnvelope>(&line) {
+                Ok(env) => dispatch(env.request, &broker).await,
+                Err(e) => (bad_request(e), false),
+            }
+        }
+        // A newer client: exit so it can start its own daemon. An older one is told, and
+        // this daemon stays (an old copy of the client must not keep replacing it).
+        Ok(h) => {
+            let upgrade = ipc::is_newer(&h.version, ipc::PACKAGE_VERSION);
+            tracing::info!(client = %h.version, upgrade, "client of another version");
             (
                 Response::VersionMismatch {
                     daemon: ipc::PACKAGE_VERSION.into(),
                 },
-                true,
+                upgrade,
             )
         }
-        Ok(env) => dispatch(env.request, &broker).await,
     };
     let mut out = serde_json::to_vec(&response).expect("responses serialize");
     out.push(b'\n');
@@ -97,6 +118,13 @@ async fn handle(
         let _ = stop.send(true);
     }
     written.map_err(Into::into)
+}
+
+fn bad_request(e: ipc::IpcError) -> Response {
+    Response::Error {
+        error: ErrorKind::BadRequest,
+        message: e.to_string(),
+    }
 }
 
 async fn dispatch(req: Request, broker: &Arc<Broker>) -> (Response, bool) {

@@ -187,21 +187,63 @@ impl SecretStore for MemoryStore {
     }
 }
 
-/// Runs a store call on a blocking thread with a deadline.
-pub async fn call<T, F>(
-    store: &Arc<dyn SecretStore>,
-    limit: Duration,
-    f: F,
-) -> Result<T, StoreError>
-where
-    T: Send + 'static,
-    F: FnOnce(&dyn SecretStore) -> Result<T, StoreError> + Send + 'static,
-{
-    let store = store.clone();
-    match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || f(&*store))).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(join)) => Err(StoreError::Keyring(format!("store task failed: {join}"))),
-        Err(_) => Err(StoreError::Timeout(limit)),
+type Job = Box<dyn FnOnce(&dyn SecretStore) + Send>;
+
+/// The daemon's way to its secret store: one worker thread runs the calls in the order they
+/// were made (a rotated refresh token is never overwritten by an older one finishing late),
+/// and every caller waits with a deadline. A hung keyring leaves calls queued behind it, not
+/// a growing pile of blocked threads.
+#[derive(Clone)]
+pub struct StoreHandle {
+    store: Arc<dyn SecretStore>,
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl StoreHandle {
+    pub fn new(store: Arc<dyn SecretStore>) -> StoreHandle {
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let worker = store.clone();
+        std::thread::Builder::new()
+            .name("secret-store".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&*worker);
+                }
+            })
+            .expect("spawn the secret-store thread");
+        StoreHandle { store, jobs }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.store.kind()
+    }
+
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Runs `f` on the store's thread; gives up waiting after `limit`.
+    pub async fn call<T, F>(&self, limit: Duration, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn SecretStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |s| {
+            let _ = tx.send(f(s));
+        });
+        if self.jobs.send(job).is_err() {
+            return Err(StoreError::Keyring(
+                "the secret-store thread has stopped".into(),
+            ));
+        }
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StoreError::Keyring(
+                "the secret-store call was dropped".into(),
+            )),
+            Err(_) => Err(StoreError::Timeout(limit)),
+        }
     }
 }
 
@@ -278,8 +320,47 @@ impl Records {
         read_json(&Self::path(data_dir)).map(Option::unwrap_or_default)
     }
 
+    /// Loads the records; a file that is not valid JSON is set aside (kept for recovery,
+    /// reported in the log) and the daemon starts with none, rather than failing every start.
+    pub fn load_or_set_aside(data_dir: &Path) -> Result<Records, StoreError> {
+        let path = Self::path(data_dir);
+        match read_json::<Records>(&path) {
+            Ok(r) => Ok(r.unwrap_or_default()),
+            Err(StoreError::Read { message, .. }) if message.starts_with("not valid JSON") => {
+                let aside = path.with_extension(format!(
+                    "json.corrupt-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                ));
+                fs::rename(&path, &aside).map_err(|source| StoreError::Write {
+                    path: aside.display().to_string(),
+                    source,
+                })?;
+                tracing::error!(path = %path.display(), moved_to = %aside.display(), %message, "account records were corrupt; starting without them");
+                Ok(Records::default())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn save(&self, data_dir: &Path) -> Result<(), StoreError> {
         write_json_atomic(&Self::path(data_dir), self)
+    }
+
+    /// Drops accounts no organization is bound to; returns their ids.
+    pub fn remove_unused_accounts(&mut self) -> Vec<String> {
+        let unused: Vec<String> = self
+            .accounts
+            .keys()
+            .filter(|id| !self.orgs.values().any(|b| &b.account == *id))
+            .cloned()
+            .collect();
+        for id in &unused {
+            self.accounts.remove(id);
+        }
+        unused
     }
 }
 
@@ -371,6 +452,26 @@ mod tests {
         fs::write(&p, "{\"a\": \"SECRET-RT\" garbage").unwrap();
         let e = FileStore::new(p).load("a").unwrap_err().to_string();
         assert!(!e.contains("SECRET-RT"), "{e}");
+    }
+
+    #[test]
+    fn corrupt_records_are_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(Records::path(dir.path()), "{ not json").unwrap();
+        assert_eq!(
+            Records::load_or_set_aside(dir.path()).unwrap(),
+            Records::default()
+        );
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("accounts.json.corrupt-")),
+            "{names:?}"
+        );
     }
 
     #[test]
