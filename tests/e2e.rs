@@ -317,7 +317,10 @@ fn socket_directory_is_private_and_logs_hold_no_tokens() {
     let status = w.client(&["status", "--json"], "");
     ok(&w, &status, "status");
     let log = w.log();
-    assert!(log.contains("signed in") && log.contains("DEBUG"), "debug log is on: {log}");
+    assert!(
+        log.contains("signed in") && log.contains("DEBUG"),
+        "debug log is on: {log}"
+    );
     let store =
         std::fs::read_to_string(w.path("data/git-credential-azdo/refresh-tokens.json")).unwrap();
     let rt = store

@@ -106,3 +106,35 @@ fn a_revoked_refresh_token_asks_to_sign_in_again() {
     w.login("contoso");
     assert!(field(&w.get("contoso", true), "credential").is_some());
 }
+
+#[test]
+fn signing_an_organization_in_with_another_account_forgets_the_old_one() {
+    let w = World::new();
+    w.login("contoso");
+    w.entra.set_user("Bob Builder", "bob@contoso.example");
+    let again = w.login("contoso");
+    assert!(text(&again.stderr).contains("bob@contoso.example"));
+    let records: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.path("data/git-credential-azdo/accounts.json")).unwrap(),
+    )
+    .unwrap();
+    let accounts = records["accounts"].as_object().unwrap();
+    assert_eq!(accounts.len(), 1, "{accounts:?}");
+    assert!(accounts.values().all(|a| a["upn"] == "bob@contoso.example"));
+    let store: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(w.path("data/git-credential-azdo/refresh-tokens.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        store.as_object().unwrap().len(),
+        1,
+        "the old refresh token is gone"
+    );
+    let t = field(&w.get("contoso", true), "credential").unwrap();
+    assert_eq!(w.entra.validate(&t).unwrap().upn, "bob@contoso.example");
+    let status = text(&w.client(&["status"], "").stdout);
+    assert!(
+        status.contains("bob@contoso.example") && !status.contains("ada@"),
+        "{status}"
+    );
+}
