@@ -46,6 +46,12 @@ pub enum Request {
         /// Challenges from Azure DevOps' 401, which name the tenant.
         #[serde(default)]
         wwwauth: Vec<String>,
+        /// Sign in in a browser (loopback redirect) instead of with a device code.
+        #[serde(default)]
+        browser: bool,
+        /// Seconds a browser sign-in may take (default 300).
+        #[serde(default)]
+        timeout_secs: Option<u64>,
     },
     /// Wait for the sign-in started with `flow` to finish.
     LoginWait {
@@ -88,6 +94,12 @@ pub enum Response {
         verification_uri: String,
         user_code: String,
         message: String,
+        expires_in: u64,
+    },
+    /// Open `url` in a browser; the daemon listens for the redirect.
+    BrowserSignIn {
+        flow: String,
+        url: String,
         expires_in: u64,
     },
     LoggedIn {

@@ -17,7 +17,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Connect an organization: sign in with a device code.
+    /// Connect an organization: sign in in a browser, or with a device code.
     Login {
         /// Organization name (https://dev.azure.com/ORG); default: from this repository's origin.
         #[arg(long)]
@@ -28,9 +28,15 @@ enum Cmd {
         /// Host serving the organization, when not dev.azure.com (one listed in `hosts`).
         #[arg(long)]
         host: Option<String>,
-        /// Use the device-code flow (the only flow in this version).
-        #[arg(long)]
+        /// Sign in with a device code (any device's browser), even where a browser could open.
+        #[arg(long, conflicts_with = "browser")]
         device_code: bool,
+        /// Sign in in this machine's browser ($BROWSER, or the system's), or fail.
+        #[arg(long)]
+        browser: bool,
+        /// Seconds to wait for a browser sign-in before giving up (default 300).
+        #[arg(long)]
+        timeout: Option<u64>,
     },
     /// Disconnect an organization (or all) and forget its refresh token.
     Logout {
@@ -81,8 +87,22 @@ fn main() -> ExitCode {
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
     match Cli::parse().command {
         Cmd::Login {
-            org, tenant, host, ..
-        } => client::login_command(org, tenant, host, &mut err),
+            org,
+            tenant,
+            host,
+            device_code,
+            browser,
+            timeout,
+        } => {
+            let method = if device_code {
+                client::Method::DeviceCode
+            } else if browser {
+                client::Method::Browser
+            } else {
+                client::Method::Auto
+            };
+            client::login_command(org, tenant, host, method, timeout, &mut err)
+        }
         Cmd::Logout { org, all } => client::logout_command(org, all, &mut err),
         Cmd::Status { json } => client::status_command(json, &mut out, &mut err),
         Cmd::Setup {

@@ -104,7 +104,14 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
             return ExitCode::SUCCESS;
         }
         let _ = writeln!(err, "{NAME}: {message}; signing in now.");
-        if let Err(code) = ui::device_login(target, None, cred.wwwauth.clone(), err) {
+        if let Err(code) = ui::sign_in(
+            target,
+            None,
+            cred.wwwauth.clone(),
+            ui::Method::Auto,
+            None,
+            err,
+        ) {
             return code;
         }
         resp = call(&req, GET_DEADLINE);
@@ -174,4 +181,4 @@ fn interactive() -> bool {
     !matches!(configured.as_str(), "false" | "no" | "off" | "0" | "never")
 }
 
-pub use ui::{login_command, logout_command, setup_command, status_command, stop_command};
+pub use ui::{Method, login_command, logout_command, setup_command, status_command, stop_command};

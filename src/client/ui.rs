@@ -15,6 +15,7 @@ pub fn kind_of(r: &Response) -> &'static str {
     match r {
         Response::Token { .. } => "token",
         Response::DeviceCode { .. } => "device_code",
+        Response::BrowserSignIn { .. } => "browser_sign_in",
         Response::LoggedIn { .. } => "logged_in",
         Response::Status(_) => "status",
         Response::Pong { .. } => "pong",
@@ -45,7 +46,7 @@ fn spinner(
         while !done.load(Ordering::Relaxed) {
             let left = expires_in.saturating_sub(start.elapsed().as_secs());
             eprint!(
-                "\r\x1b[2K{} {label} (code expires in {}:{:02})",
+                "\r\x1b[2K{} {label} ({}:{:02} left)",
                 frames[i % frames.len()],
                 left / 60,
                 left % 60
@@ -57,45 +58,115 @@ fn spinner(
     }))
 }
 
-/// Runs a device-code sign-in through the daemon, talking to the person on `err`.
-pub fn device_login(
+/// How a person signs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// A browser when one can open here, else a device code.
+    Auto,
+    Browser,
+    DeviceCode,
+}
+
+/// The command that opens a URL in a browser here, if any: `$BROWSER`, else the platform's
+/// opener where there is a display. None on SSH sessions and headless machines.
+fn browser_command() -> Option<String> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let Some(b) = var("BROWSER") {
+        return b.split(':').next().map(str::to_string);
+    }
+    if cfg!(target_os = "macos") {
+        return Some("open".into());
+    }
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+    };
+    if var("WSL_DISTRO_NAME").is_some() && on_path("wslview") {
+        return Some("wslview".into());
+    }
+    let display = var("DISPLAY").is_some() || var("WAYLAND_DISPLAY").is_some();
+    (display && on_path("xdg-open")).then(|| "xdg-open".into())
+}
+
+/// Runs a sign-in through the daemon, talking to the person on `err`.
+pub fn sign_in(
     target: &Target,
     tenant: Option<String>,
     wwwauth: Vec<String>,
+    method: Method,
+    timeout: Option<u64>,
     err: &mut impl Write,
 ) -> Result<(), ExitCode> {
+    let opener = match method {
+        Method::DeviceCode => None,
+        Method::Browser => match browser_command() {
+            Some(b) => Some(b),
+            None => {
+                return Err(fail(
+                    err,
+                    "no browser can be opened here (set $BROWSER, or use --device-code)",
+                ));
+            }
+        },
+        Method::Auto => browser_command(),
+    };
     let start = Request::LoginStart {
         org: target.org.clone(),
         host: target.host.clone(),
         tenant,
         wwwauth,
+        browser: opener.is_some(),
+        timeout_secs: timeout,
     };
-    let (flow, uri, code, expires_in) = match call(&start, GET_DEADLINE) {
+    let (flow, expires_in, label) = match call(&start, GET_DEADLINE) {
         Ok(Response::DeviceCode {
             flow,
             verification_uri,
             user_code,
             expires_in,
             ..
-        }) => (flow, verification_uri, user_code, expires_in),
+        }) => {
+            let _ = writeln!(
+                err,
+                "To connect Azure DevOps organization '{}', open {verification_uri} and enter the code {user_code}",
+                target.org
+            );
+            (flow, expires_in, "Waiting for you to sign in…")
+        }
+        Ok(Response::BrowserSignIn {
+            flow,
+            url,
+            expires_in,
+        }) => {
+            let opener = opener.unwrap_or_default();
+            let _ = writeln!(
+                err,
+                "Opening a browser to connect Azure DevOps organization '{}'. If it does not open, visit:\n  {url}",
+                target.org
+            );
+            let opened = Command::new(&opener)
+                .arg(&url)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn();
+            if let Err(e) = opened {
+                let _ = writeln!(
+                    err,
+                    "{NAME}: could not run {opener}: {e}; open the address above yourself"
+                );
+            }
+            (flow, expires_in, "Waiting for the browser sign-in…")
+        }
         Ok(Response::Error { message, .. }) => {
             return Err(fail(err, format!("cannot start sign-in: {message}")));
         }
         Ok(other) => return Err(fail(err, format!("unexpected answer: {}", kind_of(&other)))),
         Err(e) => return Err(fail(err, e)),
     };
-    let _ = writeln!(
-        err,
-        "To connect Azure DevOps organization '{}', open {uri} and enter the code {code}",
-        target.org
-    );
     let _ = err.flush();
     let done = Arc::new(AtomicBool::new(false));
-    let spin = spinner(
-        "Waiting for you to sign in…".into(),
-        expires_in,
-        done.clone(),
-    );
+    let spin = spinner(label.into(), expires_in, done.clone());
     let result = call(
         &Request::LoginWait { flow },
         Duration::from_secs(expires_in + 30),
@@ -162,6 +233,8 @@ pub fn login_command(
     org: Option<String>,
     tenant: Option<String>,
     host: Option<String>,
+    method: Method,
+    timeout: Option<u64>,
     err: &mut impl Write,
 ) -> ExitCode {
     let target = match (org, host) {
@@ -204,7 +277,7 @@ pub fn login_command(
             }
         },
     };
-    match device_login(&target, tenant, Vec::new(), err) {
+    match sign_in(&target, tenant, Vec::new(), method, timeout, err) {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => code,
     }

@@ -7,6 +7,7 @@
 use super::claims::Claims;
 use super::discovery;
 use super::entra::{Entra, EntraError, TokenSet};
+use super::loopback;
 use super::store::{AccountRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
 use crate::ipc::{AccountView, ErrorKind, OrgStatus, Response, StatusView};
@@ -48,6 +49,21 @@ struct CachedToken {
 }
 
 impl CachedToken {
+    /// Expiry from `expires_in`, but never later than the token's own `exp` claim (our clock
+    /// reads the answer a little after Entra stamped it).
+    fn new(token: Secret, expires_in: Duration, now: u64) -> CachedToken {
+        let by_lifetime = now + expires_in.as_millis() as u64;
+        let expires_ms = match Claims::of(token.expose()).exp {
+            Some(exp) => by_lifetime.min(exp.saturating_mul(1000)).max(now),
+            None => by_lifetime,
+        };
+        CachedToken {
+            token,
+            obtained_ms: now,
+            expires_ms,
+        }
+    }
+
     fn lifetime_ms(&self) -> u64 {
         self.expires_ms.saturating_sub(self.obtained_ms)
     }
@@ -98,7 +114,20 @@ struct Slot {
     wake: Notify,
 }
 
-type FlowResult = Option<Result<(String, AccountView), (ErrorKind, String)>>;
+type FlowOutcome = Result<(String, AccountView), (ErrorKind, String)>;
+type FlowResult = Option<FlowOutcome>;
+
+/// A sign-in request, as the client sends it.
+pub struct LoginRequest {
+    pub org: String,
+    pub host: String,
+    pub tenant: Option<String>,
+    pub wwwauth: Vec<String>,
+    /// Browser (authorization code + PKCE) rather than device code.
+    pub browser: bool,
+    /// How long a browser sign-in may take.
+    pub timeout: Duration,
+}
 
 pub struct Broker {
     entra: Entra,
@@ -344,11 +373,7 @@ impl Broker {
                 outcome = format!("ok, but the new refresh token could not be saved: {e}");
             }
         }
-        let cached = CachedToken {
-            token: set.access,
-            obtained_ms: now,
-            expires_ms: now + set.expires_in.as_millis() as u64,
-        };
+        let cached = CachedToken::new(set.access, set.expires_in, now);
         let mut st = slot.state.lock().unwrap();
         if let Some(rt) = set.refresh {
             st.refresh_token = Some(rt);
@@ -480,13 +505,18 @@ impl Broker {
     }
 
     /// Starts a device-code sign-in; the flow finishes in the background.
-    pub async fn login_start(
-        self: &Arc<Self>,
-        org: String,
-        host: String,
-        tenant: Option<String>,
-        wwwauth: Vec<String>,
-    ) -> Response {
+    /// Starts a sign-in: in the browser (authorization code + PKCE, redirected to a loopback
+    /// listener) or with a device code. The flow finishes in the background; `login_wait`
+    /// gives its outcome.
+    pub async fn login_start(self: &Arc<Self>, req: LoginRequest) -> Response {
+        let LoginRequest {
+            org,
+            host,
+            tenant,
+            wwwauth,
+            browser,
+            timeout,
+        } = req;
         if !crate::policy::valid_org(&org) {
             return err(
                 ErrorKind::BadRequest,
@@ -503,39 +533,155 @@ impl Broker {
             }
             None => self.tenant_of(&org, &host, &wwwauth).await,
         };
-        let details = match self.entra.device_code(&tenant).await {
-            Ok(d) => d,
-            Err(e) => {
-                let kind = if e.is_transient() {
-                    ErrorKind::Unavailable
-                } else {
-                    ErrorKind::LoginFailed
-                };
-                return err(kind, e.to_string());
-            }
+        let failed = |e: EntraError| {
+            let kind = if e.is_transient() {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::LoginFailed
+            };
+            err(kind, e.to_string())
         };
         let flow = random_id();
         let (tx, rx) = watch::channel(None);
-        self.flows.lock().unwrap().insert(flow.clone(), rx);
-        let response = Response::DeviceCode {
-            flow: flow.clone(),
-            verification_uri: details.verification_uri().to_string(),
-            user_code: details.user_code().secret().clone(),
-            message: details.extra_fields().message.clone().unwrap_or_default(),
-            expires_in: details.expires_in().as_secs(),
+        let this = self.clone();
+        let finish = {
+            let flow = flow.clone();
+            move |outcome| async move {
+                let _ = tx.send(Some(outcome));
+                // Keep the result for a late `login_wait`, then forget the flow.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                this.flows.lock().unwrap().remove(&flow);
+            }
         };
         let this = self.clone();
-        tokio::spawn(async move {
-            let outcome = match this.entra.device_token(&tenant, &details).await {
-                Ok(set) => this.finish_login(&org, &host, &tenant, set).await,
-                Err(e) => Err((ErrorKind::LoginFailed, e.to_string())),
+        let response = if browser {
+            let (listener, port) = match loopback::bind().await {
+                Ok(l) => l,
+                Err(e) => {
+                    return err(
+                        ErrorKind::Internal,
+                        format!("cannot listen on localhost for the sign-in redirect: {e}"),
+                    );
+                }
             };
-            let _ = tx.send(Some(outcome));
-            // Keep the result for a late `login_wait`, then forget the flow.
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            this.flows.lock().unwrap().remove(&flow);
-        });
+            let redirect_uri = format!("http://localhost:{port}/");
+            let sign_in = match self.entra.browser_sign_in(&tenant, &redirect_uri) {
+                Ok(s) => s,
+                Err(e) => return failed(e),
+            };
+            let response = Response::BrowserSignIn {
+                flow: flow.clone(),
+                url: sign_in.url.clone(),
+                expires_in: timeout.as_secs(),
+            };
+            tokio::spawn(async move {
+                let mut outcome = None;
+                let done = loopback::wait_for_redirect(listener, timeout, |r| async {
+                    let (result, page) = this
+                        .complete_browser(&org, &host, &tenant, sign_in, r)
+                        .await;
+                    outcome = Some(result);
+                    page
+                })
+                .await;
+                let outcome = match (done, outcome) {
+                    (Some(()), Some(o)) => o,
+                    _ => Err((
+                        ErrorKind::LoginFailed,
+                        format!(
+                            "the browser sign-in was not completed within {} seconds; run login again (or use --device-code)",
+                            timeout.as_secs()
+                        ),
+                    )),
+                };
+                finish(outcome).await;
+            });
+            response
+        } else {
+            let details = match self.entra.device_code(&tenant).await {
+                Ok(d) => d,
+                Err(e) => return failed(e),
+            };
+            let response = Response::DeviceCode {
+                flow: flow.clone(),
+                verification_uri: details.verification_uri().to_string(),
+                user_code: details.user_code().secret().clone(),
+                message: details.extra_fields().message.clone().unwrap_or_default(),
+                expires_in: details.expires_in().as_secs(),
+            };
+            tokio::spawn(async move {
+                let outcome = match this.entra.device_token(&tenant, &details).await {
+                    Ok(set) => this.finish_login(&org, &host, &tenant, set).await,
+                    Err(e) => Err((ErrorKind::LoginFailed, e.to_string())),
+                };
+                finish(outcome).await;
+            });
+            response
+        };
+        self.flows.lock().unwrap().insert(flow, rx);
         response
+    }
+
+    /// Checks the browser's redirect, redeems its code, and says what happened on the page.
+    async fn complete_browser(
+        self: &Arc<Self>,
+        org: &str,
+        host: &str,
+        tenant: &str,
+        sign_in: super::entra::BrowserSignIn,
+        r: loopback::Redirect,
+    ) -> (FlowOutcome, loopback::Page) {
+        let failure = |text: String| {
+            (
+                Err((ErrorKind::LoginFailed, text.clone())),
+                loopback::Page {
+                    ok: false,
+                    title: "Sign-in failed".into(),
+                    text,
+                },
+            )
+        };
+        if r.state.as_deref() != Some(sign_in.state.as_str()) {
+            return failure(
+                "the sign-in answer did not match this sign-in (state mismatch); run login again"
+                    .into(),
+            );
+        }
+        if let Some(e) = r.error {
+            let d = r.error_description.unwrap_or_default();
+            let first = d.lines().next().unwrap_or("").trim();
+            return failure(format!("Entra ID said {e}: {first}"));
+        }
+        let Some(code) = r.code else {
+            return failure("the redirect carried no authorization code".into());
+        };
+        let set = match self.entra.redeem_code(tenant, sign_in, &code).await {
+            Ok(set) => set,
+            Err(e) => return failure(e.to_string()),
+        };
+        match self.finish_login(org, host, tenant, set).await {
+            Ok((org, view)) => {
+                let who = view
+                    .upn
+                    .clone()
+                    .or(view.name.clone())
+                    .unwrap_or_else(|| "your account".into());
+                let page = loopback::Page {
+                    ok: true,
+                    title: "Connected".into(),
+                    text: format!("{who} is now connected to Azure DevOps organization '{org}'."),
+                };
+                (Ok((org, view)), page)
+            }
+            Err((kind, text)) => (
+                Err((kind, text.clone())),
+                loopback::Page {
+                    ok: false,
+                    title: "Sign-in failed".into(),
+                    text,
+                },
+            ),
+        }
     }
 
     pub async fn login_wait(self: &Arc<Self>, flow: &str) -> Response {
@@ -628,11 +774,7 @@ impl Broker {
         *records = next;
         let now = now_ms();
         let state = SlotState {
-            token: Some(CachedToken {
-                token: set.access,
-                obtained_ms: now,
-                expires_ms: now + set.expires_in.as_millis() as u64,
-            }),
+            token: Some(CachedToken::new(set.access, set.expires_in, now)),
             refresh_token: Some(rt),
             last_refresh_ms: Some(now),
             last_outcome: Some("ok (signed in)".into()),

@@ -15,6 +15,7 @@ pub struct Claims {
     pub unique_name: Option<String>,
     pub oid: Option<String>,
     pub tid: Option<String>,
+    pub exp: Option<u64>,
 }
 
 impl Claims {
@@ -55,6 +56,7 @@ mod tests {
             b64(r#"{"name":"Ada","unique_name":"ada@x","oid":"o","tid":"t","exp":5}"#)
         );
         let c = Claims::of(&t);
+        assert_eq!(c.exp, Some(5));
         let v = c.view("fallback");
         assert_eq!(v.upn.as_deref(), Some("ada@x"));
         assert_eq!(v.tenant, "t");

@@ -7,7 +7,8 @@
 use crate::secret::Secret;
 use oauth2::basic::BasicClient;
 use oauth2::{
-    ClientId, DeviceAuthorizationUrl, EndpointNotSet, EndpointSet, RefreshToken, RequestTokenError,
+    AuthUrl, AuthorizationCode, ClientId, CsrfToken, DeviceAuthorizationUrl, EndpointNotSet,
+    EndpointSet, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError,
     Scope, StandardErrorResponse, TokenResponse, TokenUrl,
 };
 use oauth2::{DeviceAuthorizationResponse, ExtraDeviceAuthorizationFields};
@@ -122,6 +123,16 @@ pub struct Entra {
 
 type DeviceClient =
     BasicClient<EndpointNotSet, EndpointSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+type CodeClient =
+    BasicClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
+
+/// A browser sign-in in progress: the URL to open, and what the redirect must match.
+pub struct BrowserSignIn {
+    pub url: String,
+    pub state: String,
+    pub verifier: PkceCodeVerifier,
+    pub redirect_uri: String,
+}
 
 impl Entra {
     pub fn new(http: reqwest::Client, authority: &str, client_id: &str) -> Self {
@@ -145,6 +156,55 @@ impl Entra {
             )
             .set_token_uri(TokenUrl::new(format!("{base}/token")).map_err(bad)?)
             .set_auth_type(oauth2::AuthType::RequestBody))
+    }
+
+    fn code_client(&self, tenant: &str, redirect_uri: &str) -> Result<CodeClient, EntraError> {
+        let base = format!("{}/{}/oauth2/v2.0", self.authority, tenant);
+        let bad = |e: url::ParseError| EntraError::Rejected(format!("bad authority URL: {e}"));
+        Ok(BasicClient::new(ClientId::new(self.client_id.clone()))
+            .set_auth_uri(AuthUrl::new(format!("{base}/authorize")).map_err(bad)?)
+            .set_token_uri(TokenUrl::new(format!("{base}/token")).map_err(bad)?)
+            .set_redirect_uri(RedirectUrl::new(redirect_uri.to_string()).map_err(bad)?)
+            .set_auth_type(oauth2::AuthType::RequestBody))
+    }
+
+    /// The authorization-code + PKCE (S256) request for a browser, redirecting to a loopback
+    /// `redirect_uri`.
+    pub fn browser_sign_in(
+        &self,
+        tenant: &str,
+        redirect_uri: &str,
+    ) -> Result<BrowserSignIn, EntraError> {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let (url, state) = self
+            .code_client(tenant, redirect_uri)?
+            .authorize_url(CsrfToken::new_random)
+            .add_scopes(Self::scopes())
+            .add_extra_param("prompt", "select_account")
+            .set_pkce_challenge(challenge)
+            .url();
+        Ok(BrowserSignIn {
+            url: url.to_string(),
+            state: state.secret().clone(),
+            verifier,
+            redirect_uri: redirect_uri.to_string(),
+        })
+    }
+
+    /// Redeems the code the browser brought back.
+    pub async fn redeem_code(
+        &self,
+        tenant: &str,
+        sign_in: BrowserSignIn,
+        code: &Secret,
+    ) -> Result<TokenSet, EntraError> {
+        self.code_client(tenant, &sign_in.redirect_uri)?
+            .exchange_code(AuthorizationCode::new(code.expose().to_string()))
+            .set_pkce_verifier(sign_in.verifier)
+            .request_async(&self.http)
+            .await
+            .map(to_set)
+            .map_err(|e| classify("sign-in", e))
     }
 
     fn scopes() -> [Scope; 2] {

@@ -1,7 +1,7 @@
 //! The daemon's socket server: accepts local connections, refuses other users, reads one
 //! request under a deadline, hands it to the broker and writes one response.
 
-use super::broker::Broker;
+use super::broker::{Broker, LoginRequest};
 use crate::ipc::{self, ErrorKind, Request, RequestEnvelope, Response};
 use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::StreamCommon as _;
@@ -143,7 +143,20 @@ async fn dispatch(req: Request, broker: &Arc<Broker>) -> (Response, bool) {
             host,
             tenant,
             wwwauth,
-        } => broker.login_start(org, host, tenant, wwwauth).await,
+            browser,
+            timeout_secs,
+        } => {
+            broker
+                .login_start(LoginRequest {
+                    org,
+                    host,
+                    tenant,
+                    wwwauth,
+                    browser,
+                    timeout: Duration::from_secs(timeout_secs.unwrap_or(300).clamp(5, 3600)),
+                })
+                .await
+        }
         Request::LoginWait { flow } => broker.login_wait(&flow).await,
         Request::Logout { org } => broker.logout(org.as_deref()).await,
         Request::Status => broker.status().await,

@@ -1,0 +1,187 @@
+//! The loopback redirect listener for browser sign-in: a one-shot HTTP server on
+//! `localhost` that receives Entra's redirect (`?code=…&state=…` or `?error=…`), hands it to
+//! the sign-in, and shows the person the page the sign-in returns.
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+/// What the browser brought back to the redirect URI.
+#[derive(Debug, Default)]
+pub struct Redirect {
+    pub code: Option<crate::secret::Secret>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+/// A page for the browser.
+pub struct Page {
+    pub ok: bool,
+    pub title: String,
+    pub text: String,
+}
+
+impl Page {
+    fn html(&self) -> String {
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
+        let color = if self.ok { "#107c10" } else { "#a4262c" };
+        format!(
+            "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title></head>\
+<body style=\"font-family:system-ui,sans-serif;max-width:40em;margin:4em auto\">\
+<h1 style=\"color:{color}\">{t}</h1><p>{x}</p><p>You can close this tab.</p></body></html>",
+            t = esc(&self.title),
+            x = esc(&self.text)
+        )
+    }
+}
+
+type Handoff = (Redirect, oneshot::Sender<Page>);
+
+/// Binds the listener: `127.0.0.1` on a free port (browsers resolve `localhost` there).
+pub async fn bind() -> std::io::Result<(TcpListener, u16)> {
+    let l = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let port = l.local_addr()?.port();
+    Ok((l, port))
+}
+
+fn parse(query: &str) -> Redirect {
+    let q: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    Redirect {
+        code: q.get("code").map(|c| crate::secret::Secret::new(c.clone())),
+        state: q.get("state").cloned(),
+        error: q.get("error").cloned(),
+        error_description: q.get("error_description").cloned(),
+    }
+}
+
+/// Serves until one redirect arrives (then answers it with `complete`'s page) or `deadline`
+/// passes. `None` when nobody came back in time.
+pub async fn wait_for_redirect<F, Fut>(
+    listener: TcpListener,
+    deadline: Duration,
+    complete: F,
+) -> Option<()>
+where
+    F: FnOnce(Redirect) -> Fut,
+    Fut: Future<Output = Page>,
+{
+    let (tx, mut rx) = mpsc::channel::<Handoff>(1);
+    let tx = Arc::new(Mutex::new(Some(tx)));
+    let accept = async {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: Request<Incoming>| {
+                    let tx = tx.clone();
+                    async move { Ok::<_, hyper::Error>(answer(req, tx).await) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    };
+    let handoff = tokio::select! {
+        h = rx.recv() => h,
+        _ = accept => None,
+        _ = tokio::time::sleep(deadline) => None,
+    };
+    let (redirect, reply) = handoff?;
+    let page = complete(redirect).await;
+    let _ = reply.send(page);
+    // Let the connection task write the page before the listener goes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Some(())
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    tx: Arc<Mutex<Option<mpsc::Sender<Handoff>>>>,
+) -> Response<Full<Bytes>> {
+    let respond = |status: StatusCode, body: String| {
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/html; charset=utf-8")
+            .header("cache-control", "no-store")
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response parts")
+    };
+    let redirect = parse(req.uri().query().unwrap_or(""));
+    if req.uri().path() != "/" || (redirect.code.is_none() && redirect.error.is_none()) {
+        return respond(StatusCode::NOT_FOUND, "not found".into());
+    }
+    // Only the first redirect is taken; a reload finds the sign-in already handled.
+    let Some(sender) = tx.lock().unwrap().take() else {
+        let page = Page {
+            ok: false,
+            title: "Already handled".into(),
+            text: "This sign-in has already been completed or abandoned.".into(),
+        };
+        return respond(StatusCode::GONE, page.html());
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    if sender.send((redirect, reply_tx)).await.is_err() {
+        return respond(StatusCode::GONE, "sign-in over".into());
+    }
+    match reply_rx.await {
+        Ok(page) => {
+            let status = if page.ok {
+                StatusCode::OK
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            respond(status, page.html())
+        }
+        Err(_) => respond(StatusCode::INTERNAL_SERVER_ERROR, "sign-in failed".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_code_and_error_redirects() {
+        let r = parse("code=abc%2Bdef&state=s1&session_state=x");
+        assert_eq!(r.code.unwrap().expose(), "abc+def");
+        assert_eq!(r.state.as_deref(), Some("s1"));
+        let e = parse("error=access_denied&error_description=AADSTS65004%3A+User+declined");
+        assert_eq!(e.error.as_deref(), Some("access_denied"));
+        assert_eq!(
+            e.error_description.as_deref(),
+            Some("AADSTS65004: User declined")
+        );
+    }
+
+    #[test]
+    fn page_escapes_html() {
+        let p = Page {
+            ok: true,
+            title: "Connected".into(),
+            text: "<script>x</script> & co".into(),
+        };
+        let h = p.html();
+        assert!(h.contains("&lt;script&gt;") && h.contains("&amp; co"));
+    }
+}
