@@ -138,3 +138,98 @@ fn signing_an_organization_in_with_another_account_forgets_the_old_one() {
         "{status}"
     );
 }
+
+#[test]
+fn two_organizations_in_two_tenants_are_served_in_one_git_command() {
+    let w = World::new();
+    w.ado.set_org_tenant("fabrikam", OTHER_TENANT);
+    let fab = w.ado.create_repo("fabrikam", "p", "r");
+    let con = w.ado.create_repo("contoso", "p", "r");
+    w.login("contoso");
+    w.login("fabrikam");
+    let repo = w.workdir("both");
+    ok(&w, &w.git(&["init", "-q"], Some(&repo)), "init");
+    ok(
+        &w,
+        &w.git(&["remote", "add", "con", &con], Some(&repo)),
+        "remote",
+    );
+    ok(
+        &w,
+        &w.git(&["remote", "add", "fab", &fab], Some(&repo)),
+        "remote",
+    );
+    // One git process asks the helper for both organizations.
+    ok(
+        &w,
+        &w.git(&["fetch", "--multiple", "con", "fab"], Some(&repo)),
+        "fetch both",
+    );
+    for org in ["/contoso/", "/fabrikam/"] {
+        assert!(
+            w.ado
+                .requests()
+                .iter()
+                .any(|r| r.accepted && r.path.starts_with(org)),
+            "{org} reached with a token"
+        );
+    }
+}
+
+#[test]
+fn status_shows_account_tenant_expiry_refresh_and_store() {
+    let w = World::new();
+    w.ado.set_org_tenant("fabrikam", OTHER_TENANT);
+    w.login("fabrikam");
+    let human = text(&w.client(&["status"], "").stdout);
+    for want in [
+        "fabrikam",
+        "Ada Lovelace <ada@contoso.example>",
+        OTHER_TENANT,
+        "identity   user",
+        "connected  ",
+        "expires in",
+        "refreshed",
+        "refresh-tokens.json (mode 0600",
+    ] {
+        assert!(human.contains(want), "{want} in:\n{human}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&w.client(&["status", "--json"], "").stdout).unwrap();
+    let org = &json["orgs"][0];
+    assert_eq!(org["org"], "fabrikam");
+    assert_eq!(org["account"]["upn"], "ada@contoso.example");
+    assert_eq!(org["account"]["tenant"], OTHER_TENANT);
+    assert_eq!(org["identity"], "user");
+    assert!(
+        org["access_token_expires_at"].as_u64().unwrap() > org["connected_at"].as_u64().unwrap()
+    );
+    assert!(
+        org["refresh_token_store"]
+            .as_str()
+            .unwrap()
+            .contains("0600")
+    );
+}
+
+#[test]
+fn a_claims_challenge_is_sent_with_the_next_token_request() {
+    use base64::Engine;
+    let w = World::new();
+    w.login("contoso");
+    let t1 = field(&w.get("contoso", true), "credential").unwrap();
+    let claims = r#"{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}"#;
+    let challenge = format!(
+        "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"{}\"",
+        base64::engine::general_purpose::STANDARD.encode(claims)
+    );
+    let input = format!(
+        "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={t1}\nwwwauth[]={challenge}\n",
+        w.ado.host()
+    );
+    ok(&w, &w.client(&["erase"], &input), "erase");
+    let t2 = field(&w.get("contoso", true), "credential").expect("a new token, no sign-in");
+    assert_ne!(t1, t2);
+    assert_eq!(w.entra.stats().last_claims.as_deref(), Some(claims));
+    assert_eq!(w.entra.stats().devicecode_requests, 1);
+}
