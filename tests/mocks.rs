@@ -3,12 +3,14 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use common::entra::{AuthorizeOutcome, pkce_challenge, sha256};
 use common::{ADO_RESOURCE, Fault, MockAdo, MockEntra, Scheme, TestCa};
 use serde_json::Value;
 
@@ -632,4 +634,349 @@ fn entra_error_bodies_and_faults() {
 
     env.entra.set_fault(Fault::None);
     assert_eq!(poll(&env, "organizations", "x").status, 400);
+}
+
+/// BASE64URL-NOPAD(SHA-256(verifier)) with ring's SHA-256 (through rustls), so the
+/// test does not lean on the mock's own implementation.
+fn s256(verifier: &str) -> String {
+    use tokio_rustls::rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256;
+    let sha256 = TLS13_AES_128_GCM_SHA256
+        .tls13()
+        .unwrap()
+        .common
+        .hash_provider;
+    URL_SAFE_NO_PAD.encode(sha256.hash(verifier.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn mock_sha256_matches_fips_and_rfc7636_vectors_and_ring() {
+    let vectors: [(&[u8], &str); 4] = [
+        (
+            b"",
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ),
+        (
+            b"abc",
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        ),
+        (
+            b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq",
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+        ),
+        (
+            b"abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnopjklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu",
+            "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1",
+        ),
+    ];
+    for (input, digest) in vectors {
+        assert_eq!(hex(&sha256(input)), digest, "{input:?}");
+    }
+    assert_eq!(
+        hex(&sha256(&vec![b'a'; 1_000_000])),
+        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+    );
+    // RFC 7636, appendix B.
+    let (verifier, challenge) = (
+        "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    );
+    assert_eq!(pkce_challenge(verifier), challenge);
+    assert_eq!(s256(verifier), challenge);
+    // Every padding case (55/56/63/64 bytes mod 64...) against ring.
+    let data = URL_SAFE_NO_PAD.encode(blob(300));
+    for len in 0..=data.len() {
+        assert_eq!(pkce_challenge(&data[..len]), s256(&data[..len]), "{len}");
+    }
+}
+
+const LOOPBACK: &str = "http://127.0.0.1:8400/callback";
+
+/// `curl -G -i` on the authorize endpoint: redirects are not followed.
+fn authorize(env: &Env, tenant: &str, params: &[(&str, &str)]) -> Http {
+    let url = format!("{}/{tenant}/oauth2/v2.0/authorize", env.entra.url());
+    let pairs: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut args = vec!["-G"];
+    args.extend(
+        pairs
+            .iter()
+            .flat_map(|kv| ["--data-urlencode", kv.as_str()]),
+    );
+    args.push(&url);
+    curl(env, &args)
+}
+
+/// A complete, valid authorize request; `with` adds or replaces parameters
+/// (an empty value removes one).
+fn authorize_with(env: &Env, tenant: &str, challenge: &str, with: &[(&str, &str)]) -> Http {
+    let scope = format!("{ADO_RESOURCE}/.default offline_access");
+    let mut params = vec![
+        ("client_id", CLIENT_ID),
+        ("response_type", "code"),
+        ("redirect_uri", LOOPBACK),
+        ("scope", scope.as_str()),
+        ("state", "st 1&x=/é"),
+        ("code_challenge", challenge),
+        ("code_challenge_method", "S256"),
+    ];
+    for (k, v) in with {
+        params.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            params.push((k, v));
+        }
+    }
+    authorize(env, tenant, &params)
+}
+
+/// The `Location` of a 302, and its query parameters.
+fn location(r: &Http) -> (String, HashMap<String, String>) {
+    assert_eq!(r.status, 302, "{}", r.body);
+    let [location] = r.headers("Location")[..] else {
+        panic!("{:?}", r.headers)
+    };
+    let url = url::Url::parse(location).unwrap();
+    let query = url.query_pairs().into_owned().collect();
+    (location.to_string(), query)
+}
+
+/// The authorization-code grant; `with` adds or replaces form fields.
+fn redeem(env: &Env, tenant: &str, code: &str, verifier: &str, with: &[(&str, &str)]) -> Http {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("client_id", CLIENT_ID),
+        ("code", code),
+        ("redirect_uri", LOOPBACK),
+        ("code_verifier", verifier),
+    ];
+    for (k, v) in with {
+        form.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            form.push((k, v));
+        }
+    }
+    let form: Vec<String> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let form: Vec<&str> = form.iter().map(String::as_str).collect();
+    entra_post(env, tenant, "token", &form)
+}
+
+fn assert_refused(r: &Http, error: &str, code: u32) {
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"], error, "{}", r.body);
+    assert_eq!(r.json()["error_codes"][0], code, "{}", r.body);
+    let description = r.json()["error_description"].as_str().unwrap().to_string();
+    assert!(
+        description.starts_with(&format!("AADSTS{code}: ")),
+        "{description}"
+    );
+}
+
+#[test]
+fn authorization_code_flow_with_pkce() {
+    let env = setup();
+    let verifier = URL_SAFE_NO_PAD.encode(&blob(48)[16..]); // 43 characters
+    assert_eq!(verifier.len(), 43);
+    let challenge = s256(&verifier);
+
+    // Approve: 302 to the loopback redirect URI with a code and the same state.
+    let hint = [("login_hint", "ada@contoso.example")];
+    let r = authorize_with(&env, "organizations", &challenge, &hint);
+    assert!(r.headers("Cache-Control")[0].contains("no-store"));
+    let (loc, query) = location(&r);
+    assert!(loc.starts_with(&format!("{LOOPBACK}?code=")), "{loc}");
+    let code = query["code"].clone();
+    assert!(code.len() > 100, "{code}");
+    assert_eq!(query["state"], "st 1&x=/é");
+    assert_eq!(query["session_state"].len(), 36);
+    assert!(!query.contains_key("error"));
+    let stats = env.entra.stats();
+    assert_eq!(stats.authorize_requests, 1);
+    let last = stats.last_authorize.unwrap();
+    assert_eq!(last["code_challenge"], challenge);
+    assert_eq!(last["login_hint"], "ada@contoso.example");
+    assert_eq!(last["state"], "st 1&x=/é");
+    assert_eq!(stats.last_tenant.as_deref(), Some("organizations"));
+
+    // Wrong or missing verifier, other redirect URI, other client, other tenant:
+    // refused, and the code stays usable.
+    let wrong = s256("not the verifier"); // well-formed, 43 characters
+    assert_refused(
+        &redeem(&env, "organizations", &code, &wrong, &[]),
+        "invalid_grant",
+        501481,
+    );
+    let r = redeem(&env, "organizations", &code, &verifier[..42], &[]);
+    assert_refused(&r, "invalid_grant", 501481);
+    let r = redeem(
+        &env,
+        "organizations",
+        &code,
+        &verifier,
+        &[("code_verifier", "")],
+    );
+    assert_refused(&r, "invalid_grant", 50148);
+    let other_uri = [("redirect_uri", "http://127.0.0.1:8401/callback")];
+    let r = redeem(&env, "organizations", &code, &verifier, &other_uri);
+    assert_refused(&r, "invalid_grant", 70002);
+    assert!(r.body.contains("AADSTS50011"), "{}", r.body);
+    let other_client = [("client_id", "11111111-2222-3333-4444-555555555555")];
+    let r = redeem(&env, "organizations", &code, &verifier, &other_client);
+    assert_refused(&r, "invalid_grant", 70000);
+    assert_refused(
+        &redeem(&env, OTHER_TENANT, &code, &verifier, &[]),
+        "invalid_grant",
+        700005,
+    );
+    let r = redeem(
+        &env,
+        "organizations",
+        &code,
+        &verifier,
+        &[("redirect_uri", "")],
+    );
+    assert_refused(&r, "invalid_request", 900144);
+    assert!(r.body.contains("'redirect_uri'"), "{}", r.body);
+    let r = redeem(&env, "organizations", "0.Anot-a-code", &verifier, &[]);
+    assert_eq!(r.json()["error"], "invalid_grant");
+
+    // The right verifier: tokens, with a refresh token (offline_access).
+    let r = redeem(&env, "organizations", &code, &verifier, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let ok = r.json();
+    assert_eq!(ok["token_type"], "Bearer");
+    assert!(ok["refresh_token"].as_str().unwrap().starts_with("1.A"));
+    let token = ok["access_token"].as_str().unwrap();
+    let info = env.entra.validate(token).unwrap();
+    assert_eq!(
+        (info.tid.as_str(), info.aud.as_str()),
+        (MockEntra::HOME_TENANT, ADO_RESOURCE)
+    );
+    assert_eq!(jwt_payload(token)["appid"], CLIENT_ID);
+    // The refresh token works like any other.
+    let rt = ok["refresh_token"].as_str().unwrap();
+    assert_eq!(refresh(&env, rt, &[]).status, 200);
+
+    // Single use.
+    let r = redeem(&env, "organizations", &code, &verifier, &[]);
+    assert_refused(&r, "invalid_grant", 54005);
+    assert!(
+        r.body
+            .contains("OAuth2 Authorization code was already redeemed")
+    );
+
+    // A tenant GUID in the URL is the token's tid; a redirect URI with a query
+    // gets the parameters appended with `&`.
+    let with_query = "http://localhost:5000/cb?x=1";
+    let r = authorize_with(
+        &env,
+        OTHER_TENANT,
+        &challenge,
+        &[("redirect_uri", with_query)],
+    );
+    let (loc, query) = location(&r);
+    assert!(loc.starts_with(&format!("{with_query}&code=")), "{loc}");
+    assert_eq!(query["x"], "1");
+    let uri = [("redirect_uri", with_query)];
+    let r = redeem(&env, OTHER_TENANT, &query["code"], &verifier, &uri);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        jwt_payload(r.json()["access_token"].as_str().unwrap())["tid"],
+        OTHER_TENANT
+    );
+
+    // Codes expire (10 minutes by default).
+    env.entra.set_auth_code_lifetime(Duration::ZERO);
+    let (_, query) = location(&authorize_with(&env, "organizations", &challenge, &[]));
+    let r = redeem(&env, "organizations", &query["code"], &verifier, &[]);
+    assert_refused(&r, "invalid_grant", 70008);
+    env.entra.set_auth_code_lifetime(Duration::from_secs(600));
+
+    // Deny: access_denied back at the redirect URI, with the state.
+    env.entra.set_authorize_outcome(AuthorizeOutcome::Deny);
+    let r = authorize_with(&env, "organizations", &challenge, &[("state", "deny-42")]);
+    let (loc, query) = location(&r);
+    assert_eq!(
+        loc,
+        format!(
+            "{LOOPBACK}?error=access_denied&error_description=AADSTS65004%3A+User+declined+to+consent+to+access+the+app.&state=deny-42"
+        )
+    );
+    assert!(!query.contains_key("code"));
+    let silent = [("prompt", "none")];
+    let (_, query) = location(&authorize_with(&env, "organizations", &challenge, &silent));
+    assert_eq!(query["error"], "consent_required");
+
+    // Ignore: the login page, and no redirect ever comes.
+    env.entra.set_authorize_outcome(AuthorizeOutcome::Ignore);
+    let r = authorize_with(&env, "organizations", &challenge, &hint);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers("Location").is_empty());
+    assert!(r.headers("Content-Type")[0].starts_with("text/html"));
+    assert!(r.body.contains("Sign in") && r.body.contains("ada@contoso.example"));
+    let (_, query) = location(&authorize_with(&env, "organizations", &challenge, &silent));
+    assert_eq!(query["error"], "login_required");
+    assert!(query["error_description"].starts_with("AADSTS50058: "));
+    env.entra.set_authorize_outcome(AuthorizeOutcome::Approve);
+
+    // An unusable redirect URI or no client: an error page (400), never a redirect.
+    let pages = [
+        (
+            "redirect_uri",
+            "https://evil.example/callback",
+            "AADSTS50011: The redirect URI 'https://evil.example/callback' specified in the request does not match the redirect URIs configured for the application",
+        ),
+        ("redirect_uri", "http://localhost/callback", "AADSTS50011"),
+        (
+            "redirect_uri",
+            "http://localhost:8080@evil.example/",
+            "AADSTS50011",
+        ),
+        (
+            "redirect_uri",
+            "https://localhost:8080/callback",
+            "AADSTS50011",
+        ),
+        ("redirect_uri", "", "'redirect_uri'"),
+        ("client_id", "", "'client_id'"),
+    ];
+    for (name, value, text) in pages {
+        let r = authorize_with(&env, "organizations", &challenge, &[(name, value)]);
+        assert_eq!(r.status, 400, "{value}: {}", r.body);
+        assert!(r.headers("Location").is_empty(), "{value}");
+        assert!(r.headers("Content-Type")[0].starts_with("text/html"));
+        assert!(r.body.contains(text), "{value}: {}", r.body);
+    }
+
+    // Other problems, once the redirect URI is good: invalid_request at the redirect URI.
+    let redirected = [
+        ("response_type", "token", "AADSTS700054: "),
+        ("response_type", "", "AADSTS900144: "),
+        ("code_challenge", "", "AADSTS900144: "),
+        ("code_challenge_method", "plain", "AADSTS50149: "),
+        ("code_challenge_method", "", "AADSTS50149: "),
+        ("code_challenge", "too-short", "AADSTS501491: "),
+        ("scope", "", "AADSTS900144: "),
+    ];
+    for (name, value, prefix) in redirected {
+        let r = authorize_with(&env, "organizations", &challenge, &[(name, value)]);
+        let (loc, query) = location(&r);
+        assert!(
+            loc.starts_with(&format!("{LOOPBACK}?error=invalid_request&")),
+            "{loc}"
+        );
+        assert!(
+            query["error_description"].starts_with(prefix),
+            "{name}={value}: {loc}"
+        );
+        assert_eq!(query["state"], "st 1&x=/é");
+        assert!(!query.contains_key("code"));
+    }
+
+    let stats = env.entra.stats();
+    assert_eq!((stats.auth_code_ok, stats.auth_code_refused), (2, 10));
+    assert_eq!(stats.authorize_requests, 7 + pages.len() + redirected.len());
+    let grants = stats.token_requests.iter().map(|r| r.grant_type.as_str());
+    assert_eq!(grants.filter(|g| *g == "authorization_code").count(), 12);
 }

@@ -1,9 +1,10 @@
 //! Mock Microsoft Entra ID (login.microsoftonline.com v2.0 endpoints) over HTTPS:
-//! the device-code flow, refresh-token grants with rotation and revocation,
+//! the device-code flow, the authorization-code flow with PKCE (S256, loopback
+//! redirect URIs), refresh-token grants with rotation and revocation,
 //! JWT-shaped access tokens that `validate` recognises, request counters, and
 //! fault switches (down, HTTP status, slow, garbage).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,6 +37,18 @@ pub enum Fault {
     Slow(Duration),
     /// 200 with `<html>not json</html>`.
     Garbage,
+}
+
+/// What the "person at the browser" does on the authorize endpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthorizeOutcome {
+    /// Signs in and consents: 302 to the redirect URI with `code`, `state`, `session_state`.
+    #[default]
+    Approve,
+    /// Declines consent: 302 with `error=access_denied` (AADSTS65004).
+    Deny,
+    /// Never finishes signing in: 200 with the login page, no redirect.
+    Ignore,
 }
 
 /// What a valid access token says (see [`MockEntra::validate`]).
@@ -73,7 +86,7 @@ pub struct EntraStats {
     pub refresh_refused: usize,
     /// Connections closed by `Fault::Down`.
     pub dropped_connections: usize,
-    /// Tenant path segment of the last devicecode/token request.
+    /// Tenant path segment of the last devicecode/authorize/token request.
     pub last_tenant: Option<String>,
     /// Scope of the last devicecode request.
     pub last_scope: Option<String>,
@@ -82,6 +95,14 @@ pub struct EntraStats {
     pub last_user_code: Option<String>,
     /// Every token-endpoint request, faulted ones included.
     pub token_requests: Vec<TokenRequest>,
+    /// Authorize-endpoint requests (not faulted), valid or not.
+    pub authorize_requests: usize,
+    /// Parameters of the last authorize request (query, or form for a POST).
+    pub last_authorize: Option<BTreeMap<String, String>>,
+    /// Successful authorization-code grants.
+    pub auth_code_ok: usize,
+    /// Refused authorization-code grants (bad verifier, reused, expired, missing parameter...).
+    pub auth_code_refused: usize,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -108,6 +129,18 @@ struct DeviceCode {
     redeemed: bool,
 }
 
+struct AuthCode {
+    client_id: String,
+    /// Tenant id the code was issued in (`tid_of` the authorize URL's tenant).
+    tid: String,
+    redirect_uri: String,
+    challenge: String,
+    scope: String,
+    user: User,
+    expires_at: Instant,
+    redeemed: bool,
+}
+
 struct Refresh {
     client_id: String,
     scope: String,
@@ -124,6 +157,8 @@ struct Settings {
     strict_rotation: bool,
     token_lifetime: Duration,
     device_code_lifetime: Duration,
+    authorize_outcome: AuthorizeOutcome,
+    auth_code_lifetime: Duration,
     user: User,
 }
 
@@ -136,6 +171,8 @@ impl Default for Settings {
             strict_rotation: true,
             token_lifetime: Duration::from_secs(3600),
             device_code_lifetime: Duration::from_secs(900),
+            authorize_outcome: AuthorizeOutcome::Approve,
+            auth_code_lifetime: Duration::from_secs(600),
             user: User {
                 name: "Ada Lovelace".into(),
                 upn: "ada@contoso.example".into(),
@@ -149,6 +186,7 @@ struct State {
     cfg: Settings,
     stats: EntraStats,
     device_codes: HashMap<String, DeviceCode>,
+    auth_codes: HashMap<String, AuthCode>,
     refresh_tokens: HashMap<String, Refresh>,
     access_tokens: HashMap<String, TokenInfo>,
 }
@@ -239,6 +277,14 @@ impl MockEntra {
     pub fn set_device_code_lifetime(&self, lifetime: Duration) {
         self.with(|s| s.cfg.device_code_lifetime = lifetime)
     }
+    /// What the authorize endpoint does with a valid request (default `Approve`).
+    pub fn set_authorize_outcome(&self, outcome: AuthorizeOutcome) {
+        self.with(|s| s.cfg.authorize_outcome = outcome)
+    }
+    /// Lifetime of new authorization codes (default 600 s; `ZERO` issues expired codes).
+    pub fn set_auth_code_lifetime(&self, lifetime: Duration) {
+        self.with(|s| s.cfg.auth_code_lifetime = lifetime)
+    }
     /// Identity of tokens issued from now on (default Ada Lovelace, ada@contoso.example).
     pub fn set_user(&self, name: &str, upn: &str) {
         let user = User {
@@ -276,11 +322,17 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp
         _ => {}
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
     let body = req.into_body().collect().await.ok()?.to_bytes();
     let form: Form = url::form_urlencoded::parse(&body).into_owned().collect();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (tenant, endpoint) = match segs.as_slice() {
-        [t, "oauth2", "v2.0", e @ ("devicecode" | "token")] => (t.to_string(), *e),
+        [
+            t,
+            "oauth2",
+            "v2.0",
+            e @ ("devicecode" | "token" | "authorize"),
+        ] => (t.to_string(), *e),
         _ => return Some(response(404, "text/html", "<html>Not Found</html>")),
     };
     let mut st = state.lock().unwrap();
@@ -295,6 +347,12 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp
             r
         }
         Fault::Garbage => response(200, "text/html", "<html>not json</html>"),
+        // Entra's authorize endpoint takes GET (query) and POST (form).
+        _ if endpoint == "authorize" && method == Method::POST => st.authorize(&tenant, &form),
+        _ if endpoint == "authorize" => {
+            let query = url::form_urlencoded::parse(&query).into_owned().collect();
+            st.authorize(&tenant, &query)
+        }
         _ if method != Method::POST => aad("invalid_request", 900561, ""),
         _ if endpoint == "devicecode" => st.devicecode(&tenant, &form),
         _ => st.token(&tenant, &form),
@@ -319,9 +377,9 @@ fn json_response(status: u16, body: &Value) -> Resp {
     r
 }
 
-/// A 400 with an Entra v2 error body; `arg` fills the `{}` of the message.
-fn aad(error: &str, code: u32, arg: &str) -> Resp {
-    let message = match code {
+/// The text of an AADSTS error; `arg` fills the `{}` of the message.
+fn message(error: &str, code: u32, arg: &str) -> String {
+    match code {
         70000 if error == "authorization_declined" => "The user has declined to authorize the request.",
         70000 => "Provided grant is invalid or malformed.",
         70003 => "The app requested an unsupported grant type '{}'.",
@@ -330,12 +388,27 @@ fn aad(error: &str, code: u32, arg: &str) -> Resp {
         70019 => "Verification code expired.",
         50173 => "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password. The grant was issued on '{}'.",
         54005 => "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+        50058 => "A silent sign-in request was sent but no user is signed in.",
+        50148 => "The code_verifier does not match the code_challenge supplied in the authorization request for PKCE.",
+        50149 => "Invalid Code_Challenge_method parameter.",
+        501481 => "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+        501491 => "Invalid size of Code_Challenge parameter.",
+        65001 => "The user or administrator has not consented to use the application with ID '{}'. Send an interactive authorization request for this user and resource.",
+        65004 => "User declined to consent to access the app.",
+        70002 => "Error validating credentials. {}",
+        700005 => "Provided Authorization Code is intended to use against other tenant, thus rejected.",
+        700054 => "response_type '{}' is not enabled for the application.",
         90033 => "A transient error has occurred. Please try again.",
         900144 => "The request body must contain the following parameter: '{}'.",
         900561 => "The endpoint only accepts POST requests.",
         _ => "Invalid request. Request is malformed or invalid.",
     }
-    .replace("{}", arg);
+    .replace("{}", arg)
+}
+
+/// A 400 with an Entra v2 error body; `arg` fills the `{}` of the message.
+fn aad(error: &str, code: u32, arg: &str) -> Resp {
+    let message = message(error, code, arg);
     let (ts, trace, corr) = (timestamp(unix_now()), guid(), guid());
     let description = format!(
         "AADSTS{code}: {message}\r\nTrace ID: {trace}\r\nCorrelation ID: {corr}\r\nTimestamp: {ts}"
@@ -400,6 +473,14 @@ impl State {
             None => aad("invalid_request", 900144, "grant_type"),
             Some(DEVICE_CODE_GRANT) => self.device_code_grant(tenant, client_id, form),
             Some("refresh_token") => self.refresh_grant(tenant, client_id, form),
+            Some("authorization_code") => {
+                let resp = self.auth_code_grant(tenant, client_id, form);
+                match resp.status() == StatusCode::OK {
+                    true => self.stats.auth_code_ok += 1,
+                    false => self.stats.auth_code_refused += 1,
+                }
+                resp
+            }
             Some(other) => aad("unsupported_grant_type", 70003, other),
         }
     }
@@ -463,6 +544,143 @@ impl State {
         self.issue(tenant, client_id, &scope, user, true)
     }
 
+    /// `GET /{tenant}/oauth2/v2.0/authorize`: what the browser sees. Problems with the
+    /// client or the redirect URI get an error page; once the redirect URI is known
+    /// to be good, every other outcome is a 302 back to it (or the login page).
+    fn authorize(&mut self, tenant: &str, params: &Form) -> Resp {
+        self.stats.authorize_requests += 1;
+        self.stats.last_authorize = Some(params.clone().into_iter().collect());
+        let Some(client_id) = params.get("client_id") else {
+            return error_page(900144, &message("", 900144, "client_id"));
+        };
+        let Some(redirect_uri) = params.get("redirect_uri") else {
+            return error_page(900144, &message("", 900144, "redirect_uri"));
+        };
+        if !is_loopback(redirect_uri) {
+            return error_page(
+                50011,
+                &format!(
+                    "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs configured for the application '{client_id}'. Make sure the redirect URI sent in the request matches one added to your application in the Azure portal. Navigate to https://aka.ms/redirectUriMismatchError to learn more about how to fix this."
+                ),
+            );
+        }
+        let state = params.get("state").map(String::as_str);
+        let fail = |error: &str, code: u32, arg: &str| {
+            let description = format!("AADSTS{code}: {}", message(error, code, arg));
+            let mut pairs = vec![("error", error), ("error_description", &description)];
+            pairs.extend(state.map(|s| ("state", s)));
+            redirect_to(redirect_uri, &pairs)
+        };
+        match params.get("response_type").map(String::as_str) {
+            None => return fail("invalid_request", 900144, "response_type"),
+            Some("code") => {}
+            Some(other) => return fail("invalid_request", 700054, other),
+        }
+        let Some(scope) = params.get("scope") else {
+            return fail("invalid_request", 900144, "scope");
+        };
+        let Some(challenge) = params.get("code_challenge") else {
+            return fail("invalid_request", 900144, "code_challenge");
+        };
+        // RFC 7636 would default a missing method to `plain`; this mock takes S256 only.
+        if params.get("code_challenge_method").map(String::as_str) != Some("S256") {
+            return fail("invalid_request", 50149, "");
+        }
+        let b64url = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        if challenge.len() != 43 || !challenge.bytes().all(b64url) {
+            return fail("invalid_request", 501491, "");
+        }
+        // prompt=none: no UI may be shown, so what would need the person fails instead.
+        let silent = params.get("prompt").is_some_and(|p| p == "none");
+        match (self.cfg.authorize_outcome, silent) {
+            (AuthorizeOutcome::Approve, _) => {}
+            (AuthorizeOutcome::Deny, false) => {
+                let description = format!("AADSTS65004: {}", message("", 65004, ""));
+                let mut pairs = vec![
+                    ("error", "access_denied"),
+                    ("error_description", &description),
+                ];
+                pairs.extend(state.map(|s| ("state", s)));
+                return redirect_to(redirect_uri, &pairs);
+            }
+            (AuthorizeOutcome::Deny, true) => return fail("consent_required", 65001, client_id),
+            (AuthorizeOutcome::Ignore, false) => {
+                let hint = params.get("login_hint").map_or("", String::as_str);
+                return login_page(tenant, hint);
+            }
+            (AuthorizeOutcome::Ignore, true) => return fail("login_required", 50058, ""),
+        }
+        let code = format!("0.A{}", URL_SAFE_NO_PAD.encode(random_bytes(96)));
+        let entry = AuthCode {
+            client_id: client_id.clone(),
+            tid: tid_of(tenant),
+            redirect_uri: redirect_uri.clone(),
+            challenge: challenge.clone(),
+            scope: scope.clone(),
+            user: self.cfg.user.clone(),
+            expires_at: Instant::now() + self.cfg.auth_code_lifetime,
+            redeemed: false,
+        };
+        self.auth_codes.insert(code.clone(), entry);
+        let session_state = guid();
+        let mut pairs = vec![("code", code.as_str())];
+        pairs.extend(state.map(|s| ("state", s)));
+        pairs.push(("session_state", &session_state));
+        redirect_to(redirect_uri, &pairs)
+    }
+
+    /// The `authorization_code` grant. Only a success uses the code up; a refused
+    /// attempt (wrong verifier, redirect URI, client...) leaves it redeemable.
+    fn auth_code_grant(&mut self, tenant: &str, client_id: &str, form: &Form) -> Resp {
+        let (Some(code), Some(redirect_uri)) = (form.get("code"), form.get("redirect_uri")) else {
+            let missing = if form.contains_key("code") {
+                "redirect_uri"
+            } else {
+                "code"
+            };
+            return aad("invalid_request", 900144, missing);
+        };
+        let Some(ac) = self.auth_codes.get_mut(code) else {
+            return aad("invalid_grant", 9002313, "");
+        };
+        if ac.redeemed {
+            return aad("invalid_grant", 54005, "");
+        }
+        if Instant::now() >= ac.expires_at {
+            return aad("invalid_grant", 70008, "");
+        }
+        if ac.client_id != client_id {
+            return aad("invalid_grant", 70000, "");
+        }
+        if ac.tid != tid_of(tenant) {
+            return aad("invalid_grant", 700005, "");
+        }
+        if ac.redirect_uri != *redirect_uri {
+            let why = format!(
+                "AADSTS50011: The redirect URI '{redirect_uri}' specified in the request does not match the redirect URI '{}' provided when requesting Authorization code.",
+                ac.redirect_uri
+            );
+            return aad("invalid_grant", 70002, &why);
+        }
+        // A missing verifier is a mismatch too (AADSTS50148), as Entra reports it.
+        let Some(verifier) = form.get("code_verifier") else {
+            return aad("invalid_grant", 50148, "");
+        };
+        // RFC 7636 4.1: 43 to 128 unreserved characters.
+        let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+        let well_formed = (43..=128).contains(&verifier.len()) && verifier.bytes().all(unreserved);
+        if !well_formed || pkce_challenge(verifier) != ac.challenge {
+            return aad("invalid_grant", 501481, "");
+        }
+        ac.redeemed = true;
+        let scope = form.get("scope").unwrap_or(&ac.scope).clone();
+        let offline = [&scope, &ac.scope]
+            .iter()
+            .any(|s| s.split(' ').any(|s| s == "offline_access"));
+        let user = ac.user.clone();
+        self.issue(tenant, client_id, &scope, user, offline)
+    }
+
     fn issue(
         &mut self,
         tenant: &str,
@@ -471,10 +689,7 @@ impl State {
         user: User,
         refresh: bool,
     ) -> Resp {
-        let tid = match is_guid(tenant) {
-            true => tenant.to_ascii_lowercase(),
-            false => MockEntra::HOME_TENANT.to_string(),
-        };
+        let tid = tid_of(tenant);
         let ado = scope.contains(ADO_RESOURCE);
         let aud = if ado { ADO_RESOURCE } else { GRAPH_RESOURCE };
         let (now, lifetime) = (unix_now(), self.cfg.token_lifetime);
@@ -530,4 +745,172 @@ fn oid_for(upn: &str) -> String {
         upn.bytes().fold(seed, step).to_be_bytes()
     };
     guid_from(&[fnv(0xcbf2_9ce4_8422_2325), fnv(0x8422_2325_cbf2_9ce4)].concat())
+}
+
+/// The `tid` of tokens issued at this tenant path segment.
+fn tid_of(tenant: &str) -> String {
+    match is_guid(tenant) {
+        true => tenant.to_ascii_lowercase(),
+        false => MockEntra::HOME_TENANT.to_string(),
+    }
+}
+
+/// `http://localhost:PORT...` or `http://127.0.0.1:PORT...`: the loopback redirect
+/// URIs of a public client, any port. No userinfo tricks, no fragment.
+fn is_loopback(uri: &str) -> bool {
+    let prefixes = ["http://localhost:", "http://127.0.0.1:"];
+    let Some(rest) = prefixes.iter().find_map(|p| uri.strip_prefix(p)) else {
+        return false;
+    };
+    let host = url::Url::parse(uri).ok().and_then(|u| {
+        let clean = u.username().is_empty() && u.password().is_none();
+        clean.then(|| u.host_str().map(str::to_string)).flatten()
+    });
+    rest.starts_with(|c: char| c.is_ascii_digit())
+        && uri.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+        && matches!(host.as_deref(), Some("localhost" | "127.0.0.1"))
+}
+
+/// Escapes text and double-quoted attribute values.
+fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn html_response(status: u16, body: String) -> Resp {
+    let mut r = response(status, "text/html; charset=utf-8", body);
+    let no_store = "no-store, no-cache".parse().unwrap();
+    r.headers_mut().insert("Cache-Control", no_store);
+    r
+}
+
+/// Entra's "Sorry, but we're having trouble signing you in." page, as a 400.
+fn error_page(code: u32, message: &str) -> Resp {
+    let (ts, trace, corr) = (timestamp(unix_now()), guid(), guid());
+    let text = html_escape(&format!("AADSTS{code}: {message}"));
+    html_response(
+        400,
+        format!(
+            "<!DOCTYPE html><html><head><title>Sign in to your account</title></head><body>\
+             <h1>Sorry, but we're having trouble signing you in.</h1><p id=\"error\">{text}</p>\
+             <p>Request Id: {trace}<br>Correlation Id: {corr}<br>Timestamp: {ts}</p></body></html>"
+        ),
+    )
+}
+
+/// The sign-in page a browser shows while the person has not finished (200, no redirect).
+fn login_page(tenant: &str, login_hint: &str) -> Resp {
+    let (tenant, hint) = (html_escape(tenant), html_escape(login_hint));
+    html_response(
+        200,
+        format!(
+            "<!DOCTYPE html><html><head><title>Sign in to your account</title></head><body>\
+             <h1>Sign in</h1><form method=\"post\" action=\"/{tenant}/login\">\
+             <input type=\"email\" name=\"loginfmt\" value=\"{hint}\" placeholder=\"Email, phone, or Skype\">\
+             <input type=\"submit\" value=\"Next\"></form></body></html>"
+        ),
+    )
+}
+
+/// `302 Found` to `redirect_uri` with `pairs` form-encoded into its query.
+fn redirect_to(redirect_uri: &str, pairs: &[(&str, &str)]) -> Resp {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let sep = match redirect_uri.contains('?') {
+        false => "?",
+        true if redirect_uri.ends_with(['?', '&']) => "",
+        true => "&",
+    };
+    let location = format!("{redirect_uri}{sep}{query}");
+    let href = html_escape(&location);
+    let body = format!(
+        "<html><head><title>Object moved</title></head><body>\
+         <h2>Object moved to <a href=\"{href}\">here</a>.</h2></body></html>"
+    );
+    let mut r = html_response(302, body);
+    // `is_loopback` admits only visible ASCII, so this always parses.
+    r.headers_mut()
+        .insert("Location", location.parse().unwrap());
+    r
+}
+
+/// The S256 PKCE challenge of a verifier: BASE64URL-NOPAD(SHA-256(verifier)).
+pub fn pkce_challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(sha256(verifier.as_bytes()))
+}
+
+/// SHA-256 (FIPS 180-4). `ring` is only a transitive dependency, so the mock
+/// carries its own; tests/mocks.rs checks it against the FIPS/RFC vectors and ring.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    const K: [u32; 64] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
+        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
+        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
+        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
+        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
+        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
+        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
+        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+        0xc67178f2,
+    ];
+    let mut h: [u32; 8] = [
+        0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
+        0x5be0cd19,
+    ];
+    // Padding: 0x80, zeros to 56 mod 64, then the length in bits, big-endian.
+    let mut msg = data.to_vec();
+    msg.push(0x80);
+    msg.resize(msg.len().next_multiple_of(64), 0);
+    if msg.len() - data.len() < 9 {
+        msg.resize(msg.len() + 64, 0);
+    }
+    let bits = (data.len() as u64).wrapping_mul(8).to_be_bytes();
+    let end = msg.len();
+    msg[end - 8..].copy_from_slice(&bits);
+    for block in msg.chunks_exact(64) {
+        let mut w = [0u32; 64];
+        for (t, word) in block.chunks_exact(4).enumerate() {
+            w[t] = u32::from_be_bytes(word.try_into().unwrap());
+        }
+        for t in 16..64 {
+            let s0 = w[t - 15].rotate_right(7) ^ w[t - 15].rotate_right(18) ^ (w[t - 15] >> 3);
+            let s1 = w[t - 2].rotate_right(17) ^ w[t - 2].rotate_right(19) ^ (w[t - 2] >> 10);
+            w[t] = w[t - 16]
+                .wrapping_add(s0)
+                .wrapping_add(w[t - 7])
+                .wrapping_add(s1);
+        }
+        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut hh] = h;
+        for (k, wt) in K.iter().zip(w) {
+            let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
+            let ch = (e & f) ^ (!e & g);
+            let t1 = hh
+                .wrapping_add(s1)
+                .wrapping_add(ch)
+                .wrapping_add(*k)
+                .wrapping_add(wt);
+            let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
+            let t2 = s0.wrapping_add((a & b) ^ (a & c) ^ (b & c));
+            (hh, g, f, e, d, c, b, a) = (g, f, e, d.wrapping_add(t1), c, b, a, t1.wrapping_add(t2));
+        }
+        for (x, y) in h.iter_mut().zip([a, b, c, d, e, f, g, hh]) {
+            *x = x.wrapping_add(y);
+        }
+    }
+    let mut out = [0u8; 32];
+    for (o, x) in out.chunks_exact_mut(4).zip(h) {
+        o.copy_from_slice(&x.to_be_bytes());
+    }
+    out
 }
