@@ -61,6 +61,8 @@ pub enum Request {
         org: Option<String>,
     },
     Status,
+    /// The daemon's own checks: secret store, reachability, each organization's token.
+    Doctor,
     Ping,
     Shutdown,
 }
@@ -108,6 +110,9 @@ pub enum Response {
         store: String,
     },
     Status(StatusView),
+    Doctor {
+        checks: Vec<Check>,
+    },
     Pong {
         version: String,
         pid: u32,
@@ -131,6 +136,40 @@ pub struct AccountView {
     pub upn: Option<String>,
     pub tenant: String,
     pub oid: Option<String>,
+}
+
+/// One `doctor` finding: what was checked, whether it passed, and the fix when it did not.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    pub fn pass(name: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check {
+            name: name.into(),
+            ok: true,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    pub fn fail(
+        name: impl Into<String>,
+        detail: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Check {
+        Check {
+            name: name.into(),
+            ok: false,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

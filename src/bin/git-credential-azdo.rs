@@ -60,6 +60,12 @@ enum Cmd {
         #[arg(long)]
         undo: bool,
     },
+    /// Check git, the configuration, the daemon, the keyring, the network and each
+    /// organization's token; print the fix for anything that fails.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop the daemon (it starts again on the next use).
     Stop,
     /// git's credential protocol (run by git).
@@ -119,6 +125,7 @@ fn main() -> ExitCode {
             };
             client::setup_command(scope, undo, &mut out, &mut err)
         }
+        Cmd::Doctor { json } => client::doctor_command(json, &mut out, &mut err),
         Cmd::Stop => client::stop_command(&mut err),
         Cmd::Get | Cmd::Store | Cmd::Erase => unreachable!("handled above"),
     }

@@ -181,4 +181,7 @@ fn interactive() -> bool {
     !matches!(configured.as_str(), "false" | "no" | "off" | "0" | "never")
 }
 
-pub use ui::{Method, login_command, logout_command, setup_command, status_command, stop_command};
+pub use ui::{
+    Method, doctor_command, login_command, logout_command, setup_command, status_command,
+    stop_command,
+};

@@ -10,7 +10,7 @@ use super::entra::{Entra, EntraError, TokenSet};
 use super::loopback;
 use super::store::{AccountRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
-use crate::ipc::{AccountView, ErrorKind, OrgStatus, Response, StatusView};
+use crate::ipc::{AccountView, Check, ErrorKind, OrgStatus, Response, StatusView};
 use crate::secret::Secret;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -896,6 +896,121 @@ impl Broker {
             store: self.store.describe(),
             orgs,
         })
+    }
+}
+
+impl Broker {
+    /// The daemon's half of `doctor`: the secret store answers, Entra and Azure DevOps are
+    /// reachable through the configured proxy, and each organization accepts its token.
+    pub async fn doctor(self: &Arc<Self>) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let store = self.store.describe();
+        checks.push(
+            match self
+                .store
+                .call(STORE_LIMIT, |s| s.load("doctor-probe"))
+                .await
+            {
+                Ok(_) => Check::pass("secret store", store),
+                Err(e) => Check::fail(
+                    "secret store",
+                    format!("{store}: {e}"),
+                    "unlock the keyring, or set store = \"file\" in the configuration",
+                ),
+            },
+        );
+        let via = match &self.config.proxy {
+            Some(_) => "through the configured proxy".to_string(),
+            None => "directly or through HTTPS_PROXY".to_string(),
+        };
+        let authority = format!(
+            "{}/organizations/v2.0/.well-known/openid-configuration",
+            self.entra.authority()
+        );
+        checks.push(self.reachable("Entra ID", &authority, &via).await);
+        let bindings: Vec<(String, String)> = {
+            let records = self.records.lock().await;
+            records
+                .orgs
+                .iter()
+                .map(|(o, b)| (o.clone(), b.host.clone()))
+                .collect()
+        };
+        if bindings.is_empty() {
+            checks.push(
+                self.reachable("Azure DevOps", "https://dev.azure.com/", &via)
+                    .await,
+            );
+        }
+        for (org, host) in bindings {
+            let base = discovery::probe_url(&host, &org);
+            let name = format!("organization {org}");
+            let token = match self.get(&org).await {
+                Response::Token { token, .. } => token,
+                Response::Error { message, .. } => {
+                    checks.push(Check::fail(
+                        name,
+                        message,
+                        format!("git-credential-azdo login --org {org}"),
+                    ));
+                    continue;
+                }
+                _ => continue,
+            };
+            let url = format!("{base}/_apis/connectionData");
+            let resp = self.http.get(&url).bearer_auth(token.expose()).send().await;
+            checks.push(match resp {
+                Ok(r) if r.status().is_success() => {
+                    let who = r
+                        .json::<serde_json::Value>()
+                        .await
+                        .ok()
+                        .and_then(|v| {
+                            v["authenticatedUser"]["providerDisplayName"]
+                                .as_str()
+                                .map(str::to_string)
+                        })
+                        .unwrap_or_else(|| "?".into());
+                    Check::pass(name, format!("Azure DevOps accepts the token (as {who})"))
+                }
+                Ok(r) => Check::fail(
+                    name,
+                    format!("Azure DevOps answered {} to {url}", r.status()),
+                    format!(
+                        "check the account's access to {org}, or sign in with another: git-credential-azdo login --org {org}"
+                    ),
+                ),
+                Err(e) => Check::fail(
+                    name,
+                    format!("cannot reach {url} {via}: {e}"),
+                    "check the network and the proxy setting",
+                ),
+            });
+        }
+        checks
+    }
+
+    /// Any HTTP answer proves the host is reachable with working TLS.
+    async fn reachable(&self, what: &str, url: &str, via: &str) -> Check {
+        match self.http.get(url).send().await {
+            Ok(r) => Check::pass(
+                what,
+                format!("{url} answered {} {via}", r.status().as_u16()),
+            ),
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                Check::fail(
+                    what,
+                    format!("cannot reach {url} {via}: {msg}"),
+                    "check the network; set proxy in the configuration if the daemon needs one (it does not see your shell's variables when started by systemd)",
+                )
+            }
+        }
     }
 }
 

@@ -160,6 +160,9 @@ async fn dispatch(req: Request, broker: &Arc<Broker>) -> (Response, bool) {
         Request::LoginWait { flow } => broker.login_wait(&flow).await,
         Request::Logout { org } => broker.logout(org.as_deref()).await,
         Request::Status => broker.status().await,
+        Request::Doctor => Response::Doctor {
+            checks: broker.doctor().await,
+        },
         Request::Ping => Response::Pong {
             version: ipc::PACKAGE_VERSION.into(),
             pid: std::process::id(),

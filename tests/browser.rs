@@ -1,0 +1,202 @@
+//! Browser sign-in (authorization code + PKCE, loopback redirect served by the daemon) driven
+//! by a `$BROWSER` script that follows Entra's redirect with curl, and `doctor`.
+
+mod common;
+
+use common::entra::AuthorizeOutcome;
+use common::harness::{World, field, ok, text};
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+/// A `$BROWSER` that follows the sign-in like a person's browser would, saving the final page.
+/// With `tamper`, it rewrites the `state` of the redirect first.
+fn browser(w: &mut World, tamper: bool) -> std::path::PathBuf {
+    let page = w.path("browser-page.html");
+    let script = w.path("browser.sh");
+    let ca = w.ca.ca_path().display().to_string();
+    let body = if tamper {
+        format!(
+            "loc=$(curl -s --cacert {ca} -o /dev/null -w '%{{redirect_url}}' \"$1\")\n\
+             loc=$(printf '%s' \"$loc\" | sed 's/state=[^&]*/state=forged/')\n\
+             curl -s -o {page} \"$loc\"\n",
+            page = page.display()
+        )
+    } else {
+        format!(
+            "curl -s -L --max-redirs 3 --cacert {ca} -o {page} \"$1\"\n",
+            page = page.display()
+        )
+    };
+    std::fs::write(&script, format!("#!/bin/sh\n{body}")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.set_env("BROWSER", script.to_str().unwrap());
+    page
+}
+
+fn login(w: &World, extra: &[&str]) -> std::process::Output {
+    let host = w.ado.host();
+    let mut args = vec!["login", "--org", "contoso", "--host", &host];
+    args.extend_from_slice(extra);
+    w.client(&args, "")
+}
+
+fn wait_for_file(p: &std::path::Path) -> String {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        if let Ok(s) = std::fs::read_to_string(p)
+            && !s.is_empty()
+        {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    String::new()
+}
+
+#[test]
+fn browser_sign_in_connects_and_shows_who_on_the_page() {
+    let mut w = World::new();
+    let page = browser(&mut w, false);
+    let url = w.ado.create_repo("contoso", "web", "site");
+    let out = login(&w, &[]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}\n{}", w.log());
+    assert!(err.contains("Opening a browser"), "{err}");
+    assert!(err.contains("Connected organization 'contoso'"), "{err}");
+    let html = wait_for_file(&page);
+    assert!(html.contains("<h1"), "{html}");
+    assert!(html.contains("Connected"), "{html}");
+    let who = "ada@contoso.example is now connected to Azure DevOps organization 'contoso'";
+    assert!(html.contains(who), "{html}");
+    let stats = w.entra.stats();
+    assert_eq!(stats.auth_code_ok, 1);
+    assert_eq!(stats.devicecode_requests, 0);
+    let q = stats.last_authorize.unwrap();
+    assert_eq!(
+        q.get("code_challenge_method").map(String::as_str),
+        Some("S256")
+    );
+    assert!(q["redirect_uri"].starts_with("http://localhost:"), "{q:?}");
+    assert!(q["scope"].contains("offline_access"));
+    ok(
+        &w,
+        &w.git(&["clone", &url, "a"], None),
+        "clone after browser sign-in",
+    );
+}
+
+#[test]
+fn a_denied_browser_sign_in_says_so_in_the_terminal_and_the_page() {
+    let mut w = World::new();
+    let page = browser(&mut w, false);
+    w.entra.set_authorize_outcome(AuthorizeOutcome::Deny);
+    let out = login(&w, &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("access_denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    let html = wait_for_file(&page);
+    assert!(
+        html.contains("Sign-in failed") && html.contains("AADSTS65004"),
+        "{html}"
+    );
+    assert!(w.get("contoso", true).stdout.is_empty());
+}
+
+#[test]
+fn a_forged_state_is_refused() {
+    let mut w = World::new();
+    let page = browser(&mut w, true);
+    let out = login(&w, &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("state mismatch"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(wait_for_file(&page).contains("state mismatch"));
+    assert_eq!(
+        w.entra.stats().auth_code_ok,
+        0,
+        "the code was never redeemed"
+    );
+}
+
+#[test]
+fn an_abandoned_browser_sign_in_times_out_cleanly() {
+    let mut w = World::new();
+    browser(&mut w, false);
+    w.entra.set_authorize_outcome(AuthorizeOutcome::Ignore);
+    let t = Instant::now();
+    let out = login(&w, &["--timeout", "5"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("not completed within 5 seconds"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    // The daemon is fine afterwards: a device-code sign-in works.
+    let out = login(&w, &["--device-code"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(field(&w.get("contoso", true), "credential").is_some());
+}
+
+#[test]
+fn device_code_is_used_when_asked_or_when_no_browser_can_open() {
+    let mut w = World::new();
+    browser(&mut w, false);
+    let out = login(&w, &["--device-code"]);
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("enter the code"));
+    assert_eq!(w.entra.stats().authorize_requests, 0);
+    // Without $BROWSER or a display (an SSH session): device code, and --browser fails.
+    let w = World::new();
+    let out = login(&w, &["--browser"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("no browser can be opened"));
+    let out = login(&w, &[]);
+    assert!(out.status.success());
+    assert!(text(&out.stderr).contains("enter the code"));
+}
+
+#[test]
+fn doctor_passes_when_all_is_well_and_names_the_fix_when_not() {
+    let w = World::new();
+    w.login("contoso");
+    let out = w.client(&["doctor"], "");
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", text(&out.stderr));
+    for want in [
+        "✓ git",
+        "✓ git configuration",
+        "✓ socket directory",
+        "✓ daemon",
+        "✓ secret store",
+        "✓ Entra ID",
+        "✓ organization contoso: Azure DevOps accepts the token (as Ada Lovelace)",
+    ] {
+        assert!(report.contains(want), "{want} in:\n{report}");
+    }
+    // Access removed: the organization check fails and says what to do.
+    w.ado.reject_all(true);
+    let out = w.client(&["doctor", "--json"], "");
+    assert!(!out.status.success());
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let org = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "organization contoso")
+        .unwrap();
+    assert_eq!(org["ok"], false);
+    assert!(org["detail"].as_str().unwrap().contains("401"));
+    assert!(org["fix"].as_str().unwrap().contains("login --org contoso"));
+    // Git not set up: the fix is setup.
+    w.client(&["setup", "--undo"], "");
+    let report = text(&w.client(&["doctor"], "").stdout);
+    assert!(report.contains("✗ git configuration"), "{report}");
+    assert!(
+        report.contains("fix: git-credential-azdo setup"),
+        "{report}"
+    );
+}
