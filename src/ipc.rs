@@ -186,6 +186,8 @@ pub struct OrgStatus {
     pub account: AccountView,
     pub identity: String,
     pub connected_at: u64,
+    /// Who connected it (the signed-in user).
+    pub connected_by: Option<String>,
     pub access_token_expires_at: Option<u64>,
     pub last_refresh_at: Option<u64>,
     pub last_refresh_outcome: Option<String>,

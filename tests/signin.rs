@@ -187,7 +187,7 @@ fn status_shows_account_tenant_expiry_refresh_and_store() {
         "Ada Lovelace <ada@contoso.example>",
         OTHER_TENANT,
         "identity   user",
-        "connected  ",
+        "ago by ada@contoso.example",
         "expires in",
         "refreshed",
         "refresh-tokens.json (mode 0600",
@@ -201,6 +201,7 @@ fn status_shows_account_tenant_expiry_refresh_and_store() {
     assert_eq!(org["account"]["upn"], "ada@contoso.example");
     assert_eq!(org["account"]["tenant"], OTHER_TENANT);
     assert_eq!(org["identity"], "user");
+    assert_eq!(org["connected_by"], "ada@contoso.example");
     assert!(
         org["access_token_expires_at"].as_u64().unwrap() > org["connected_at"].as_u64().unwrap()
     );
@@ -232,4 +233,40 @@ fn a_claims_challenge_is_sent_with_the_next_token_request() {
     assert_ne!(t1, t2);
     assert_eq!(w.entra.stats().last_claims.as_deref(), Some(claims));
     assert_eq!(w.entra.stats().devicecode_requests, 1);
+}
+
+#[test]
+fn the_tenant_can_be_overridden_on_the_command_line_and_in_the_configuration() {
+    let w = World::new();
+    let host = w.ado.host();
+    let out = w.client(
+        &[
+            "login",
+            "--org",
+            "contoso",
+            "--host",
+            &host,
+            "--tenant",
+            OTHER_TENANT,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(w.entra.stats().last_tenant.as_deref(), Some(OTHER_TENANT));
+    // No discovery was needed.
+    assert!(!w.ado.requests().iter().any(|r| r.method == "HEAD"));
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!("{cfg}\n[org.fabrikam]\ntenant = \"{OTHER_TENANT}\"\n"),
+    )
+    .unwrap();
+    ok(
+        &w,
+        &w.client(&["stop"], ""),
+        "stop (config is read at start)",
+    );
+    w.login("fabrikam");
+    assert_eq!(w.entra.stats().last_tenant.as_deref(), Some(OTHER_TENANT));
+    assert!(!w.ado.requests().iter().any(|r| r.method == "HEAD"));
 }

@@ -310,7 +310,7 @@ fn when(unix: u64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    if unix >= now {
+    if unix > now {
         format!("in {}", human(unix - now))
     } else {
         format!("{} ago", human(now - unix))
@@ -363,7 +363,15 @@ pub fn status_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
         );
         let _ = writeln!(out, "  tenant     {}", a.tenant);
         let _ = writeln!(out, "  identity   {}", o.identity);
-        let _ = writeln!(out, "  connected  {}", when(o.connected_at));
+        let _ = writeln!(
+            out,
+            "  connected  {}{}",
+            when(o.connected_at),
+            o.connected_by
+                .as_ref()
+                .map(|b| format!(" by {b}"))
+                .unwrap_or_default()
+        );
         let _ = writeln!(
             out,
             "  token      {}",

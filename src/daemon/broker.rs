@@ -758,6 +758,7 @@ impl Broker {
                 oid: view.oid.clone(),
                 identity: "user".into(),
                 connected_at: now_ms() / 1000,
+                connected_by: view.upn.clone().or(view.name.clone()),
             },
         );
         next.orgs.insert(
@@ -884,6 +885,7 @@ impl Broker {
                 },
                 identity: acct.identity.clone(),
                 connected_at: acct.connected_at,
+                connected_by: acct.connected_by.clone(),
                 access_token_expires_at: expires,
                 last_refresh_at: last,
                 last_refresh_outcome: outcome,

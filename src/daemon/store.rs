@@ -290,6 +290,9 @@ pub struct AccountRecord {
     /// `user` for people; later: managed identity, service principal, ...
     pub identity: String,
     pub connected_at: u64,
+    /// Who connected it.
+    #[serde(default)]
+    pub connected_by: Option<String>,
 }
 
 /// Which account serves an organization.
