@@ -140,3 +140,52 @@ fn the_file_store_is_explicit_private_and_survives_a_restart() {
     let after = std::fs::read_to_string(&p).unwrap();
     assert_ne!(before, after);
 }
+
+/// The pid of the process owning `org.freedesktop.secrets` on the world's session bus
+/// (waiting for the keyring to claim the name).
+fn keyring_pid(w: &World) -> i32 {
+    let mut last = String::new();
+    for _ in 0..100 {
+        let out = w
+            .command("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.GetConnectionUnixProcessID",
+                "string:org.freedesktop.secrets",
+            ])
+            .output()
+            .unwrap();
+        if let Some(pid) = text(&out.stdout)
+            .split_whitespace()
+            .last()
+            .and_then(|p| p.parse().ok())
+        {
+            return pid;
+        }
+        last = text(&out.stderr);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("no keyring pid: {last}")
+}
+
+#[test]
+fn a_keyring_that_does_not_answer_never_blocks_the_daemon() {
+    let mut w = World::with_store("auto");
+    let ss = SecretService::start(&w);
+    w.set_env("DBUS_SESSION_BUS_ADDRESS", &ss.address);
+    // A Secret Service that takes calls and never answers (as a locked collection waiting
+    // on a prompt nobody sees).
+    let pid = keyring_pid(&w);
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let t = std::time::Instant::now();
+    let login = w.login("contoso");
+    let err = text(&login.stderr);
+    assert!(err.contains("memory only"), "{err}");
+    assert!(err.contains("did not answer"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(30));
+    assert!(field(&w.get("contoso", true), "credential").is_some());
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+}
