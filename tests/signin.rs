@@ -270,3 +270,37 @@ fn the_tenant_can_be_overridden_on_the_command_line_and_in_the_configuration() {
     assert_eq!(w.entra.stats().last_tenant.as_deref(), Some(OTHER_TENANT));
     assert!(!w.ado.requests().iter().any(|r| r.method == "HEAD"));
 }
+
+#[test]
+fn logout_one_organization_then_all() {
+    let w = World::new();
+    w.ado.set_org_tenant("fabrikam", OTHER_TENANT);
+    w.login("contoso");
+    w.login("fabrikam");
+    let rts = || -> usize {
+        let s = std::fs::read_to_string(w.path("data/git-credential-azdo/refresh-tokens.json"))
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&s)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(rts(), 2, "one account per tenant");
+    ok(
+        &w,
+        &w.client(&["logout", "--org", "contoso"], ""),
+        "logout contoso",
+    );
+    assert!(w.get("contoso", true).stdout.is_empty());
+    assert!(field(&w.get("fabrikam", true), "credential").is_some());
+    assert_eq!(rts(), 1);
+    let out = w.client(&["logout"], "");
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--all"));
+    ok(&w, &w.client(&["logout", "--all"], ""), "logout --all");
+    assert!(w.get("fabrikam", true).stdout.is_empty());
+    assert_eq!(rts(), 0);
+    let status = text(&w.client(&["status"], "").stdout);
+    assert!(status.contains("no organization connected"), "{status}");
+}
