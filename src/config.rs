@@ -31,6 +31,25 @@ pub enum StoreSetting {
 pub struct OrgConfig {
     /// Tenant to sign in to for this organization, instead of discovering it.
     pub tenant: Option<String>,
+    /// A machine identity (a name under `[identities]`) that serves this organization.
+    pub identity: Option<String>,
+}
+
+/// A machine identity for build agents. Unset fields come from azure-identity's variables.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// `managed-identity`, `service-principal` or `workload-identity`.
+    pub kind: String,
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    /// Managed identity: a user-assigned identity by object id or resource id.
+    pub object_id: Option<String>,
+    pub resource_id: Option<String>,
+    /// Service principal: a file holding the secret (else `AZURE_CLIENT_SECRET`).
+    pub client_secret_file: Option<String>,
+    /// Workload identity: the token file (else `AZURE_FEDERATED_TOKEN_FILE`).
+    pub federated_token_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -50,6 +69,10 @@ pub struct Config {
     pub proxy: Option<String>,
     #[serde(default)]
     pub org: BTreeMap<String, OrgConfig>,
+    /// The machine identity for organizations with no signed-in account and none of their own.
+    pub identity: Option<String>,
+    #[serde(default)]
+    pub identities: BTreeMap<String, IdentityConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +122,15 @@ impl Config {
             .unwrap_or_else(|| DEFAULT_AUTHORITY.to_string())
             .trim_end_matches('/')
             .to_string()
+    }
+
+    /// The machine identity configured for `org` (its own, else the default), by name.
+    pub fn identity_for(&self, org: &str) -> Option<&str> {
+        self.org
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(org))
+            .and_then(|(_, o)| o.identity.as_deref())
+            .or(self.identity.as_deref())
     }
 
     pub fn tenant_override(&self, org: &str) -> Option<&str> {

@@ -80,6 +80,8 @@ pub enum ErrorKind {
     BadRequest,
     /// A sign-in was declined, expired or abandoned.
     LoginFailed,
+    /// A machine identity cannot work as configured; no person can fix it by signing in.
+    Misconfigured,
     Internal,
 }
 

@@ -7,6 +7,7 @@
 use super::claims::Claims;
 use super::discovery;
 use super::entra::{Entra, EntraError, TokenSet};
+use super::identity::MachineIdentity;
 use super::loopback;
 use super::store::{AccountRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
@@ -105,10 +106,19 @@ struct SlotState {
     denied: HashMap<String, Denied>,
 }
 
+/// Where an account's tokens come from.
+enum Source {
+    /// A person: a refresh token in the secret store.
+    User,
+    /// A build agent's own identity: ask again, no refresh token.
+    Machine(MachineIdentity),
+}
+
 /// One account's tokens.
 struct Slot {
     id: String,
     tenant: String,
+    source: Source,
     state: Mutex<SlotState>,
     refresh_lock: tokio::sync::Mutex<()>,
     wake: Notify,
@@ -132,6 +142,8 @@ pub struct LoginRequest {
 pub struct Broker {
     entra: Entra,
     http: reqwest::Client,
+    /// For link-local managed-identity endpoints, which must not go through a proxy.
+    direct: reqwest::Client,
     store: StoreHandle,
     data_dir: PathBuf,
     config: Config,
@@ -160,9 +172,16 @@ impl Broker {
             .iter()
             .map(|(org, b)| (org.clone(), b.account.clone()))
             .collect();
+        let direct = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|_| http.clone());
         let broker = Arc::new(Broker {
             entra,
             http,
+            direct,
             store,
             data_dir,
             config,
@@ -175,7 +194,7 @@ impl Broker {
         // A slot for every account; each refresher fetches a token at once, so the first
         // `get` after a restart finds one.
         for (id, acct) in &records.accounts {
-            broker.new_slot(id, &acct.tenant, SlotState::default());
+            broker.new_slot(id, &acct.tenant, SlotState::default(), Source::User);
         }
         broker
     }
@@ -185,10 +204,17 @@ impl Broker {
     }
 
     /// Installs a slot for an account (replacing any) and starts its refresher.
-    fn new_slot(self: &Arc<Self>, id: &str, tenant: &str, state: SlotState) -> Arc<Slot> {
+    fn new_slot(
+        self: &Arc<Self>,
+        id: &str,
+        tenant: &str,
+        state: SlotState,
+        source: Source,
+    ) -> Arc<Slot> {
         let slot = Arc::new(Slot {
             id: id.to_string(),
             tenant: tenant.to_string(),
+            source,
             state: Mutex::new(state),
             refresh_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
@@ -301,6 +327,19 @@ impl Broker {
             }
             st.refresh_token.clone()
         };
+        if let Source::Machine(identity) = &slot.source {
+            tracing::debug!(account = %slot.id, ahead = background, "acquiring a machine-identity token");
+            return match identity
+                .acquire(&self.http, &self.direct, self.entra.authority())
+                .await
+            {
+                Ok(set) => Ok(self.install(slot, set, false).await),
+                Err(e) if e.is_transient() => {
+                    Err(self.failed(slot, ErrorKind::Unavailable, e.to_string()))
+                }
+                Err(e) => Err(self.failed(slot, ErrorKind::Misconfigured, e.to_string())),
+            };
+        }
         let refresh_token = match refresh_token {
             Some(rt) => rt,
             None => {
@@ -396,11 +435,18 @@ impl Broker {
 
     /// Answers `get`: the cached token when usable, else one shared refresh.
     pub async fn get(self: &Arc<Self>, org: &str) -> Response {
-        let Some(slot) = self.slot_for_org(org) else {
-            return err(
-                ErrorKind::NeedsLogin,
-                format!("no account is connected to organization '{org}'"),
-            );
+        let slot = match self.slot_for_org(org) {
+            Some(s) => s,
+            None => match self.machine_slot(org) {
+                Some(Ok(s)) => s,
+                Some(Err(message)) => return err(ErrorKind::Misconfigured, message),
+                None => {
+                    return err(
+                        ErrorKind::NeedsLogin,
+                        format!("no account is connected to organization '{org}'"),
+                    );
+                }
+            },
         };
         let now = now_ms();
         {
@@ -436,6 +482,42 @@ impl Broker {
                 }
             }
         }
+    }
+
+    /// The machine identity configured for an organization with no signed-in account, with
+    /// its slot created on first use. `None` when none is configured.
+    fn machine_slot(self: &Arc<Self>, org: &str) -> Option<Result<Arc<Slot>, String>> {
+        let name = self.config.identity_for(org)?.to_string();
+        let id = format!("identity:{name}");
+        let existing = self.slots.lock().unwrap().get(&id).cloned();
+        let slot = match existing {
+            Some(s) => s,
+            None => {
+                let Some(cfg) = self.config.identities.get(&name) else {
+                    return Some(Err(format!(
+                        "identity '{name}' (for organization '{org}') is not defined under [identities] in {}",
+                        crate::paths::config_path().display()
+                    )));
+                };
+                let identity = match MachineIdentity::resolve(&name, cfg) {
+                    Ok(i) => i,
+                    Err(e) => return Some(Err(e)),
+                };
+                tracing::info!(org, identity = %identity.describe(), "using a machine identity");
+                let tenant = identity.tenant().to_string();
+                self.new_slot(
+                    &id,
+                    &tenant,
+                    SlotState::default(),
+                    Source::Machine(identity),
+                )
+            }
+        };
+        self.index
+            .write()
+            .unwrap()
+            .insert(org.to_ascii_lowercase(), id);
+        Some(Ok(slot))
     }
 
     /// Answers `erase`: drop the refused token; when its replacement is refused too, the
@@ -781,7 +863,7 @@ impl Broker {
             last_outcome: Some("ok (signed in)".into()),
             ..SlotState::default()
         };
-        self.new_slot(&id, tenant, state);
+        self.new_slot(&id, tenant, state, Source::User);
         self.index
             .write()
             .unwrap()
@@ -890,6 +972,40 @@ impl Broker {
                 last_refresh_at: last,
                 last_refresh_outcome: outcome,
                 refresh_token_store: self.store.describe(),
+            });
+        }
+        // Organizations served by a machine identity (from the configuration, not records).
+        let machine: Vec<(String, String)> = self
+            .index
+            .read()
+            .unwrap()
+            .iter()
+            .filter(|(org, _)| !records.orgs.contains_key(*org))
+            .map(|(o, id)| (o.clone(), id.clone()))
+            .collect();
+        for (org, id) in machine {
+            let Some(slot) = self.slots.lock().unwrap().get(&id).cloned() else {
+                continue;
+            };
+            let Source::Machine(identity) = &slot.source else {
+                continue;
+            };
+            let st = slot.state.lock().unwrap();
+            orgs.push(OrgStatus {
+                org,
+                account: AccountView {
+                    name: Some(identity.describe()),
+                    upn: None,
+                    tenant: slot.tenant.clone(),
+                    oid: None,
+                },
+                identity: identity.describe(),
+                connected_at: 0,
+                connected_by: None,
+                access_token_expires_at: st.token.as_ref().map(|t| t.expires_ms / 1000),
+                last_refresh_at: st.last_refresh_ms.map(|m| m / 1000),
+                last_refresh_outcome: st.last_outcome.clone(),
+                refresh_token_store: "none (machine identity: no refresh token)".into(),
             });
         }
         Response::Status(StatusView {

@@ -70,7 +70,7 @@ fn describe<T: oauth2::ErrorResponseType + AsRef<str>>(err: &StandardErrorRespon
     }
 }
 
-fn classify<RE: std::error::Error + 'static, T>(
+pub(super) fn classify<RE: std::error::Error + 'static, T>(
     what: &str,
     err: RequestTokenError<RE, StandardErrorResponse<T>>,
 ) -> EntraError

@@ -5,6 +5,7 @@ mod broker;
 mod claims;
 mod discovery;
 mod entra;
+mod identity;
 mod loopback;
 mod server;
 pub mod store;

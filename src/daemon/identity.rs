@@ -1,0 +1,331 @@
+//! Machine identities for build agents: managed identity (Azure VM IMDS, App Service and
+//! Functions), service principal with a client secret, and workload identity federation with a
+//! token file. Each gets an Azure DevOps token with no person and no refresh token; the broker
+//! simply asks again ahead of expiry.
+//!
+//! Configured like azure-identity: `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`,
+//! `AZURE_FEDERATED_TOKEN_FILE`, `IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, overridable per
+//! identity in the configuration file. A misconfiguration is one line naming what is missing.
+
+use super::entra::{AZURE_DEVOPS_SCOPE, EntraError, TokenSet};
+use crate::config::IdentityConfig;
+use crate::secret::Secret;
+use oauth2::basic::BasicClient;
+use oauth2::{ClientId, ClientSecret, Scope, TokenResponse, TokenUrl};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The Azure DevOps resource, for managed-identity endpoints that take `resource=`.
+const AZURE_DEVOPS_RESOURCE: &str = "499b84ac-1321-427f-aa17-267ca6975798";
+const IMDS: &str = "http://169.254.169.254";
+
+/// Which user-assigned managed identity (by client id, object id or resource id), if not the
+/// system-assigned one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserAssigned {
+    Client(String),
+    Object(String),
+    Resource(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum MachineIdentity {
+    ManagedIdentity {
+        user_assigned: Option<UserAssigned>,
+    },
+    ServicePrincipal {
+        tenant: String,
+        client_id: String,
+        secret: Secret,
+    },
+    Workload {
+        tenant: String,
+        client_id: String,
+        token_file: PathBuf,
+    },
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl MachineIdentity {
+    /// Builds an identity from its configuration and azure-identity's environment variables.
+    pub fn resolve(name: &str, cfg: &IdentityConfig) -> Result<MachineIdentity, String> {
+        let need = |value: Option<String>, key: &str, var: &str| {
+            value.or_else(|| env(var)).ok_or_else(|| {
+                format!("identity '{name}' needs {key}: set {var}, or {key} under [identities.{name}] in the configuration")
+            })
+        };
+        match cfg.kind.as_str() {
+            "managed-identity" => {
+                let user_assigned = match (&cfg.client_id, &cfg.object_id, &cfg.resource_id) {
+                    (Some(c), None, None) => Some(UserAssigned::Client(c.clone())),
+                    (None, Some(o), None) => Some(UserAssigned::Object(o.clone())),
+                    (None, None, Some(r)) => Some(UserAssigned::Resource(r.clone())),
+                    (None, None, None) => env("AZURE_CLIENT_ID").map(UserAssigned::Client),
+                    _ => {
+                        return Err(format!(
+                            "identity '{name}': give only one of client_id, object_id, resource_id"
+                        ));
+                    }
+                };
+                Ok(MachineIdentity::ManagedIdentity { user_assigned })
+            }
+            "service-principal" => {
+                let tenant = need(cfg.tenant.clone(), "tenant", "AZURE_TENANT_ID")?;
+                let client_id = need(cfg.client_id.clone(), "client_id", "AZURE_CLIENT_ID")?;
+                let secret = match &cfg.client_secret_file {
+                    Some(f) => std::fs::read_to_string(f)
+                        .map(|s| s.trim().to_string())
+                        .map_err(|e| {
+                            format!("identity '{name}': cannot read client_secret_file {f}: {e}")
+                        })?,
+                    None => env("AZURE_CLIENT_SECRET").ok_or_else(|| {
+                        format!("identity '{name}' needs a client secret: set AZURE_CLIENT_SECRET, or client_secret_file under [identities.{name}]")
+                    })?,
+                };
+                Ok(MachineIdentity::ServicePrincipal {
+                    tenant,
+                    client_id,
+                    secret: Secret::new(secret),
+                })
+            }
+            "workload-identity" => Ok(MachineIdentity::Workload {
+                tenant: need(cfg.tenant.clone(), "tenant", "AZURE_TENANT_ID")?,
+                client_id: need(cfg.client_id.clone(), "client_id", "AZURE_CLIENT_ID")?,
+                token_file: PathBuf::from(need(
+                    cfg.federated_token_file.clone(),
+                    "federated_token_file",
+                    "AZURE_FEDERATED_TOKEN_FILE",
+                )?),
+            }),
+            other => Err(format!(
+                "identity '{name}' has kind '{other}'; use managed-identity, service-principal or workload-identity"
+            )),
+        }
+    }
+
+    /// For `status`: the kind and who.
+    pub fn describe(&self) -> String {
+        match self {
+            MachineIdentity::ManagedIdentity { user_assigned } => match user_assigned {
+                None => "managed identity (system-assigned)".into(),
+                Some(UserAssigned::Client(c)) => format!("managed identity (client id {c})"),
+                Some(UserAssigned::Object(o)) => format!("managed identity (object id {o})"),
+                Some(UserAssigned::Resource(r)) => format!("managed identity ({r})"),
+            },
+            MachineIdentity::ServicePrincipal { client_id, .. } => {
+                format!("service principal {client_id} (client secret)")
+            }
+            MachineIdentity::Workload {
+                client_id,
+                token_file,
+                ..
+            } => format!(
+                "workload identity {client_id} (token file {})",
+                token_file.display()
+            ),
+        }
+    }
+
+    pub fn tenant(&self) -> &str {
+        match self {
+            MachineIdentity::ManagedIdentity { .. } => "managed",
+            MachineIdentity::ServicePrincipal { tenant, .. }
+            | MachineIdentity::Workload { tenant, .. } => tenant,
+        }
+    }
+
+    /// Gets a fresh Azure DevOps token. `direct` must not use a proxy (IMDS is link-local).
+    pub async fn acquire(
+        &self,
+        http: &reqwest::Client,
+        direct: &reqwest::Client,
+        authority: &str,
+    ) -> Result<TokenSet, EntraError> {
+        match self {
+            MachineIdentity::ManagedIdentity { user_assigned } => {
+                managed_identity(direct, user_assigned.as_ref()).await
+            }
+            MachineIdentity::ServicePrincipal {
+                tenant,
+                client_id,
+                secret,
+            } => client_credentials(http, authority, tenant, client_id, Some(secret), None).await,
+            MachineIdentity::Workload {
+                tenant,
+                client_id,
+                token_file,
+            } => {
+                // Re-read on every exchange: the platform rotates the file.
+                let assertion = std::fs::read_to_string(token_file).map_err(|e| {
+                    EntraError::Rejected(format!(
+                        "cannot read the federated token file {}: {e}",
+                        token_file.display()
+                    ))
+                })?;
+                let assertion = Secret::new(assertion.trim().to_string());
+                client_credentials(http, authority, tenant, client_id, None, Some(&assertion)).await
+            }
+        }
+    }
+}
+
+/// Entra's client-credentials grant with a secret or a client assertion.
+async fn client_credentials(
+    http: &reqwest::Client,
+    authority: &str,
+    tenant: &str,
+    client_id: &str,
+    secret: Option<&Secret>,
+    assertion: Option<&Secret>,
+) -> Result<TokenSet, EntraError> {
+    let token_url = TokenUrl::new(format!("{authority}/{tenant}/oauth2/v2.0/token"))
+        .map_err(|e| EntraError::Rejected(format!("bad authority URL: {e}")))?;
+    let mut client = BasicClient::new(ClientId::new(client_id.to_string()))
+        .set_token_uri(token_url)
+        .set_auth_type(oauth2::AuthType::RequestBody);
+    if let Some(s) = secret {
+        client = client.set_client_secret(ClientSecret::new(s.expose().to_string()));
+    }
+    let mut req = client
+        .exchange_client_credentials()
+        .add_scope(Scope::new(AZURE_DEVOPS_SCOPE.to_string()));
+    if let Some(a) = assertion {
+        req = req
+            .add_extra_param(
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            )
+            .add_extra_param("client_assertion", a.expose().to_string());
+    }
+    let t = req
+        .request_async(http)
+        .await
+        .map_err(|e| super::entra::classify("client-credentials request", e))?;
+    Ok(TokenSet {
+        access: Secret::new(t.access_token().secret().clone()),
+        refresh: None,
+        expires_in: t.expires_in().unwrap_or(Duration::from_secs(3600)),
+    })
+}
+
+/// A managed-identity token answer: numbers arrive as strings.
+#[derive(Deserialize)]
+struct MiToken {
+    access_token: Secret,
+    expires_in: Option<serde_json::Value>,
+    expires_on: Option<serde_json::Value>,
+}
+
+fn number(v: &Option<serde_json::Value>) -> Option<u64> {
+    match v.as_ref()? {
+        serde_json::Value::String(s) => s.parse().ok(),
+        serde_json::Value::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+/// IMDS (Azure VMs), or App Service/Functions when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`
+/// are set. Retries 404/410/429/5xx with exponential back-off, as Microsoft documents for IMDS.
+async fn managed_identity(
+    http: &reqwest::Client,
+    user_assigned: Option<&UserAssigned>,
+) -> Result<TokenSet, EntraError> {
+    let (mut req, what) = match (env("IDENTITY_ENDPOINT"), env("IDENTITY_HEADER")) {
+        (Some(endpoint), Some(header)) => (
+            http.get(&endpoint)
+                .query(&[
+                    ("api-version", "2019-08-01"),
+                    ("resource", AZURE_DEVOPS_RESOURCE),
+                ])
+                .header("X-IDENTITY-HEADER", header),
+            "App Service managed identity endpoint",
+        ),
+        _ => {
+            let base = env("AZURE_POD_IDENTITY_AUTHORITY_HOST").unwrap_or_else(|| IMDS.into());
+            (
+                http.get(format!(
+                    "{}/metadata/identity/oauth2/token",
+                    base.trim_end_matches('/')
+                ))
+                .query(&[
+                    ("api-version", "2018-02-01"),
+                    ("resource", AZURE_DEVOPS_RESOURCE),
+                ])
+                .header("Metadata", "true"),
+                "Azure Instance Metadata Service (IMDS)",
+            )
+        }
+    };
+    if let Some(u) = user_assigned {
+        let (k, v) = match u {
+            UserAssigned::Client(c) => ("client_id", c),
+            UserAssigned::Object(o) => ("object_id", o),
+            UserAssigned::Resource(r) => ("msi_res_id", r),
+        };
+        req = req.query(&[(k, v)]);
+    }
+    let mut delay = Duration::from_millis(500);
+    for attempt in 1..=5 {
+        let Some(this) = req.try_clone() else {
+            break;
+        };
+        let resp = this.timeout(Duration::from_secs(10)).send().await.map_err(|e| {
+            EntraError::Transient(format!("cannot reach the {what}: {e} (is this an Azure machine with a managed identity?)"))
+        })?;
+        let status = resp.status().as_u16();
+        if matches!(status, 404 | 410 | 429 | 500..=599) && attempt < 5 {
+            let wait = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_secs)
+                .unwrap_or(delay)
+                .min(Duration::from_secs(30));
+            tracing::info!(
+                status,
+                attempt,
+                wait_ms = wait.as_millis() as u64,
+                "managed identity endpoint busy; retrying"
+            );
+            tokio::time::sleep(wait).await;
+            delay *= 2;
+            continue;
+        }
+        if !resp.status().is_success() {
+            // Error bodies carry no secrets: `{"error":..,"error_description":..}`.
+            let body = resp.text().await.unwrap_or_default();
+            let detail: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let desc = detail["error_description"]
+                .as_str()
+                .or(detail["error"].as_str())
+                .unwrap_or("no details");
+            return Err(EntraError::Rejected(format!(
+                "the {what} answered {status}: {desc}"
+            )));
+        }
+        let t: MiToken = resp
+            .json()
+            .await
+            .map_err(|_| EntraError::Transient(format!("the {what}'s answer was not readable")))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let expires_in = number(&t.expires_in)
+            .or_else(|| number(&t.expires_on).map(|on| on.saturating_sub(now)))
+            .unwrap_or(3600);
+        return Ok(TokenSet {
+            access: t.access_token,
+            refresh: None,
+            expires_in: Duration::from_secs(expires_in),
+        });
+    }
+    Err(EntraError::Transient(format!(
+        "the {what} stayed busy after 5 tries"
+    )))
+}
