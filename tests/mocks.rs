@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::entra::{AuthorizeOutcome, pkce_challenge, sha256};
-use common::{ADO_RESOURCE, Fault, MockAdo, MockEntra, Scheme, TestCa};
+use common::entra::{AuthorizeOutcome, app_object_id, pkce_challenge, sha256};
+use common::{ADO_RESOURCE, Fault, IdentityRef, MockAdo, MockEntra, MockImds, Scheme, TestCa};
 use serde_json::Value;
 
 const CLIENT_ID: &str = "872cd9fa-d31f-45e0-9eab-6e460a02d1f1";
@@ -979,4 +979,542 @@ fn authorization_code_flow_with_pkce() {
     assert_eq!(stats.authorize_requests, 7 + pages.len() + redirected.len());
     let grants = stats.token_requests.iter().map(|r| r.grant_type.as_str());
     assert_eq!(grants.filter(|g| *g == "authorization_code").count(), 12);
+}
+
+const APP_ID: &str = "6e1f0a2b-3c4d-4e5f-9a0b-1c2d3e4f5a6b";
+const APP_SECRET: &str = "Qx8~mock.secret_value-0123456789abcdefGHIJ";
+const FED_APP_ID: &str = "7f2a1b3c-4d5e-4f6a-8b7c-9d0e1f2a3b4c";
+const FED_SUBJECT: &str = "repo:contoso/app:environment:production";
+const UA_CLIENT: &str = "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d";
+const UA_OBJECT: &str = "2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e";
+const UA_RES: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/build/providers/Microsoft.ManagedIdentity/userAssignedIdentities/agent-id";
+
+/// A client-credentials request; `with` adds or replaces form fields ("" removes one).
+fn client_credentials(env: &Env, tenant: &str, client_id: &str, with: &[(&str, &str)]) -> Http {
+    let scope = format!("{ADO_RESOURCE}/.default");
+    let mut form = vec![
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        ("scope", scope.as_str()),
+    ];
+    for (k, v) in with {
+        form.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            form.push((k, v));
+        }
+    }
+    let form: Vec<String> = form.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let form: Vec<&str> = form.iter().map(String::as_str).collect();
+    entra_post(env, tenant, "token", &form)
+}
+
+/// An unsigned JWT client assertion (the mock does not check signatures).
+fn assertion(sub: &str, aud: &str, exp: u64) -> String {
+    let now = common::tls::unix_now();
+    let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "k1"});
+    let claims = serde_json::json!({
+        "iss": "https://token.actions.githubusercontent.com", "sub": sub, "aud": aud,
+        "iat": now.saturating_sub(60), "nbf": now.saturating_sub(60), "exp": exp,
+    });
+    let [h, c] = [header, claims].map(|v| URL_SAFE_NO_PAD.encode(v.to_string()));
+    format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(blob(64)))
+}
+
+fn with_assertion(jwt: &str) -> [(&str, &str); 2] {
+    [
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", jwt),
+    ]
+}
+
+/// `GET /{org}/_apis/connectionData` on the mock Azure DevOps with a bearer token.
+fn connection_data(env: &Env, org: &str, token: &str) -> Http {
+    let auth = format!("Authorization: Bearer {token}");
+    let url = format!("{}/{org}/_apis/connectionData", env.ado.url());
+    curl(env, &["-H", &auth, &url])
+}
+
+/// Asserts MockAdo takes `token` for `org` and reports identity `oid`.
+fn assert_ado_accepts(env: &Env, org: &str, token: &str, oid: &str) {
+    let r = connection_data(env, org, token);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["authenticatedUser"]["id"], oid, "{}", r.body);
+}
+
+fn access_token(r: &Http) -> String {
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["access_token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn client_credentials_grant_with_secret_or_federated_assertion() {
+    let env = setup();
+    env.entra.add_app(APP_ID, Some(APP_SECRET));
+    let secret = [("client_secret", APP_SECRET)];
+
+    // A client secret: an app token for Azure DevOps, no refresh token.
+    let r = client_credentials(&env, "organizations", APP_ID, &secret);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["access_token", "expires_in", "ext_expires_in", "token_type"]
+    );
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(
+        (body["expires_in"].as_u64(), body["ext_expires_in"].as_u64()),
+        (Some(3600), Some(3600))
+    );
+    let token = body["access_token"].as_str().unwrap();
+    let claims = jwt_payload(token);
+    let oid = app_object_id(APP_ID);
+    assert_eq!(claims["oid"], oid.as_str());
+    assert_eq!(claims["appid"], APP_ID);
+    assert_eq!(claims["idtyp"], "app");
+    assert_eq!(claims["app_displayname"], format!("app {APP_ID}"));
+    assert_eq!(claims["tid"], MockEntra::HOME_TENANT);
+    assert_eq!(claims["aud"], ADO_RESOURCE);
+    assert!(
+        claims.get("upn").is_none() && claims.get("name").is_none() && claims.get("scp").is_none()
+    );
+    let info = env.entra.validate(token).unwrap();
+    assert_eq!((info.idtyp.as_str(), info.upn.as_str()), ("app", ""));
+    assert_eq!(app_object_id(APP_ID), oid, "stable");
+    assert_ne!(oid, APP_ID);
+    assert_ado_accepts(&env, "contoso", token, &oid);
+    let cd = connection_data(&env, "contoso", token).json();
+    assert_eq!(
+        cd["authenticatedUser"]["providerDisplayName"],
+        format!("app {APP_ID}")
+    );
+
+    // client_secret_basic works as well.
+    let url = format!("{}/organizations/oauth2/v2.0/token", env.entra.url());
+    let user = format!("{APP_ID}:{APP_SECRET}");
+    let scope = format!("scope={ADO_RESOURCE}/.default");
+    let r = curl(
+        &env,
+        &[
+            "-u",
+            &user,
+            "-d",
+            "grant_type=client_credentials",
+            "--data-urlencode",
+            &scope,
+            &url,
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // A tenant GUID in the URL is the tid: good for that tenant's organisations only.
+    env.ado.set_org_tenant("fabrikam", OTHER_TENANT);
+    let other = access_token(&client_credentials(&env, OTHER_TENANT, APP_ID, &secret));
+    assert_eq!(jwt_payload(&other)["tid"], OTHER_TENANT);
+    assert_ado_accepts(&env, "fabrikam", &other, &oid);
+    assert_eq!(connection_data(&env, "contoso", &other).status, 401);
+    assert_eq!(connection_data(&env, "fabrikam", token).status, 401);
+
+    // Another resource: a token, but not one Azure DevOps takes.
+    let arm = [
+        ("client_secret", APP_SECRET),
+        ("scope", "https://management.azure.com/.default"),
+    ];
+    let arm_token = access_token(&client_credentials(&env, "organizations", APP_ID, &arm));
+    assert_eq!(
+        jwt_payload(&arm_token)["aud"],
+        "https://management.azure.com"
+    );
+    assert_eq!(connection_data(&env, "contoso", &arm_token).status, 401);
+
+    // Refusals, as Entra words them.
+    let r = client_credentials(&env, "organizations", APP_ID, &[("client_secret", "wrong")]);
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_client");
+    assert_eq!(r.json()["error_codes"][0], 7000215);
+    let description = r.json()["error_description"].as_str().unwrap().to_string();
+    assert!(description.starts_with("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID"), "{description}");
+    for field in ["timestamp", "trace_id", "correlation_id"] {
+        assert!(r.json()[field].is_string(), "{field}: {}", r.body);
+    }
+
+    let unknown = "00000000-1111-2222-3333-444444444444";
+    let r = client_credentials(&env, "organizations", unknown, &secret);
+    assert_refused(&r, "unauthorized_client", 700016);
+    assert!(
+        r.body.contains(&format!(
+            "AADSTS700016: Application with identifier '{unknown}' was not found in the directory"
+        )),
+        "{}",
+        r.body
+    );
+
+    let r = client_credentials(&env, "organizations", APP_ID, &[]);
+    assert_refused(&r, "invalid_client", 7000218);
+    for scope in [
+        ADO_RESOURCE,
+        "openid",
+        "/.default",
+        "user_impersonation offline_access",
+    ] {
+        let with = [("client_secret", APP_SECRET), ("scope", scope)];
+        let r = client_credentials(&env, "organizations", APP_ID, &with);
+        assert_refused(&r, "invalid_scope", 1002012);
+        assert!(r.body.contains("/.default suffixed"), "{}", r.body);
+    }
+    let r = client_credentials(
+        &env,
+        "organizations",
+        APP_ID,
+        &[("client_secret", APP_SECRET), ("scope", "")],
+    );
+    assert_refused(&r, "invalid_request", 900144);
+
+    // Federated credentials (workload identity federation).
+    env.entra.add_federated_app(FED_APP_ID, FED_SUBJECT);
+    let in_an_hour = common::tls::unix_now() + 3600;
+    let jwt = assertion(FED_SUBJECT, "api://AzureADTokenExchange", in_an_hour);
+    let r = client_credentials(&env, OTHER_TENANT, FED_APP_ID, &with_assertion(&jwt));
+    let fed_token = access_token(&r);
+    assert!(r.json().get("refresh_token").is_none());
+    let claims = jwt_payload(&fed_token);
+    assert_eq!(
+        (claims["appid"].as_str(), claims["appidacr"].as_str()),
+        (Some(FED_APP_ID), Some("2"))
+    );
+    assert_ado_accepts(&env, "fabrikam", &fed_token, &app_object_id(FED_APP_ID));
+
+    let wrong_sub = assertion(
+        "repo:contoso/app:ref:refs/heads/main",
+        "api://AzureADTokenExchange",
+        in_an_hour,
+    );
+    let r = client_credentials(&env, OTHER_TENANT, FED_APP_ID, &with_assertion(&wrong_sub));
+    assert_refused(&r, "invalid_client", 700213);
+    assert!(r.body.contains("No matching federated identity record found for presented assertion subject 'repo:contoso/app:ref:refs/heads/main'"), "{}", r.body);
+
+    let expired = assertion(
+        FED_SUBJECT,
+        "api://AzureADTokenExchange",
+        common::tls::unix_now() - 5,
+    );
+    let r = client_credentials(&env, OTHER_TENANT, FED_APP_ID, &with_assertion(&expired));
+    assert_refused(&r, "invalid_client", 700024);
+    assert!(
+        r.body
+            .contains("AADSTS700024: Client assertion is not within its valid time range"),
+        "{}",
+        r.body
+    );
+
+    let wrong_aud = assertion(FED_SUBJECT, "api://something-else", in_an_hour);
+    let r = client_credentials(&env, OTHER_TENANT, FED_APP_ID, &with_assertion(&wrong_aud));
+    assert_refused(&r, "invalid_client", 700212);
+    let r = client_credentials(
+        &env,
+        OTHER_TENANT,
+        FED_APP_ID,
+        &with_assertion("not.a-jwt.at-all"),
+    );
+    assert_refused(&r, "invalid_request", 50027);
+    let bad_type = [
+        ("client_assertion_type", "urn:other"),
+        ("client_assertion", &jwt),
+    ];
+    let r = client_credentials(&env, OTHER_TENANT, FED_APP_ID, &bad_type);
+    assert_refused(&r, "invalid_request", 90011);
+    // The federated app has no secret.
+    let r = client_credentials(
+        &env,
+        OTHER_TENANT,
+        FED_APP_ID,
+        &[("client_secret", "guess")],
+    );
+    assert_eq!(
+        (r.status, r.json()["error_codes"][0].as_u64()),
+        (401, Some(7000215))
+    );
+    // An app can have a secret and federated credentials.
+    env.entra.add_federated_app(APP_ID, FED_SUBJECT);
+    access_token(&client_credentials(
+        &env,
+        "organizations",
+        APP_ID,
+        &with_assertion(&jwt),
+    ));
+    access_token(&client_credentials(&env, "organizations", APP_ID, &secret));
+
+    // Tokens expire like user tokens.
+    env.entra.set_token_lifetime(Duration::from_secs(1));
+    let r = client_credentials(&env, "organizations", APP_ID, &secret);
+    assert_eq!(r.json()["expires_in"], 1);
+    let short = access_token(&r);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(connection_data(&env, "contoso", &short).status, 401);
+
+    let stats = env.entra.stats();
+    assert_eq!(
+        (
+            stats.client_credentials_ok,
+            stats.client_credentials_refused
+        ),
+        (8, 14)
+    );
+    assert_eq!(stats.last_client_id.as_deref(), Some(APP_ID));
+    let last = stats.token_requests.last().unwrap();
+    assert_eq!(
+        (
+            last.grant_type.as_str(),
+            last.client_id.as_str(),
+            last.status
+        ),
+        ("client_credentials", APP_ID, 200)
+    );
+}
+
+/// `GET` on the managed-identity mock with extra curl arguments (headers).
+fn mi_get(env: &Env, imds: &MockImds, path_and_query: &str, args: &[&str]) -> Http {
+    let url = format!("{}{path_and_query}", imds.url());
+    let mut args = args.to_vec();
+    args.push(&url);
+    curl(env, &args)
+}
+
+fn imds_token(env: &Env, imds: &MockImds, extra: &str) -> Http {
+    let q = format!(
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ADO_RESOURCE}{extra}"
+    );
+    mi_get(env, imds, &q, &["-H", "Metadata: true"])
+}
+
+fn app_service_token(env: &Env, imds: &MockImds, extra: &str) -> Http {
+    let q = format!("/msi/token?api-version=2019-08-01&resource={ADO_RESOURCE}{extra}");
+    let header = format!("X-IDENTITY-HEADER: {}", imds.header_secret());
+    mi_get(env, imds, &q, &["-H", &header])
+}
+
+#[test]
+fn managed_identity_endpoints_imds_and_app_service() {
+    let env = setup();
+    let imds = MockImds::start(&env.entra);
+    assert!(
+        imds.url().starts_with("http://127.0.0.1:"),
+        "{}",
+        imds.url()
+    );
+    assert_eq!(
+        imds.app_service_endpoint(),
+        format!("{}/msi/token", imds.url())
+    );
+    imds.add_user_assigned(UA_CLIENT, UA_OBJECT, UA_RES);
+
+    // IMDS wants `Metadata: true`, an api-version and a resource.
+    let q =
+        format!("/metadata/identity/oauth2/token?api-version=2018-02-01&resource={ADO_RESOURCE}");
+    let r = mi_get(&env, &imds, &q, &[]);
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"error": "invalid_request", "error_description": "Required metadata header not specified"})
+    );
+    assert_eq!(
+        mi_get(&env, &imds, &q, &["-H", "Metadata: false"]).status,
+        400
+    );
+    let r = mi_get(
+        &env,
+        &imds,
+        "/metadata/identity/oauth2/token?api-version=2018-02-01",
+        &["-H", "Metadata: true"],
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let r = mi_get(
+        &env,
+        &imds,
+        &format!("/metadata/identity/oauth2/token?resource={ADO_RESOURCE}"),
+        &["-H", "Metadata: true"],
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        mi_get(&env, &imds, "/metadata/instance", &["-H", "Metadata: true"]).status,
+        404
+    );
+
+    // System-assigned: numbers as strings, as IMDS sends them.
+    let r = imds_token(&env, &imds, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    for field in ["expires_in", "expires_on", "not_before"] {
+        assert!(
+            body[field].as_str().unwrap().parse::<u64>().is_ok(),
+            "{field}: {}",
+            r.body
+        );
+    }
+    let num = |f: &str| body[f].as_str().unwrap().parse::<u64>().unwrap();
+    assert_eq!(num("expires_in"), 3600);
+    assert!(num("expires_on").abs_diff(num("not_before") + 3600) <= 1);
+    assert_eq!(body["refresh_token"], "");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["resource"], ADO_RESOURCE);
+    assert_eq!(body["client_id"], MockImds::SYSTEM_CLIENT_ID);
+    let token = body["access_token"].as_str().unwrap();
+    let claims = jwt_payload(token);
+    assert_eq!(
+        (claims["idtyp"].as_str(), claims["appid"].as_str()),
+        (Some("app"), Some(MockImds::SYSTEM_CLIENT_ID))
+    );
+    assert_eq!(claims["xms_mirid"], MockImds::SYSTEM_RESOURCE_ID);
+    assert_eq!(imds.last_identity(), Some(IdentityRef::SystemAssigned));
+    assert_ado_accepts(&env, "contoso", token, MockImds::SYSTEM_OBJECT_ID);
+
+    // User-assigned, by each kind of id.
+    let by = [
+        (
+            format!("&client_id={UA_CLIENT}"),
+            IdentityRef::ClientId(UA_CLIENT.into()),
+        ),
+        (
+            format!("&object_id={UA_OBJECT}"),
+            IdentityRef::ObjectId(UA_OBJECT.into()),
+        ),
+        (
+            format!("&msi_res_id={UA_RES}"),
+            IdentityRef::ResourceId(UA_RES.into()),
+        ),
+    ];
+    for (extra, expected) in &by {
+        let r = imds_token(&env, &imds, extra);
+        assert_eq!(r.status, 200, "{extra}: {}", r.body);
+        assert_eq!(r.json()["client_id"], UA_CLIENT);
+        assert_eq!(imds.last_identity().as_ref(), Some(expected));
+        let token = access_token(&r);
+        assert_eq!(jwt_payload(&token)["xms_mirid"], UA_RES);
+        assert_eq!(jwt_payload(&token)["app_displayname"], "agent-id");
+        assert_ado_accepts(&env, "contoso", &token, UA_OBJECT);
+    }
+    let not_found =
+        serde_json::json!({"error": "invalid_request", "error_description": "Identity not found"});
+    let r = imds_token(
+        &env,
+        &imds,
+        "&client_id=99999999-9999-4999-8999-999999999999",
+    );
+    assert_eq!((r.status, r.json()), (400, not_found.clone()));
+    let r = imds_token(
+        &env,
+        &imds,
+        &format!("&client_id={UA_CLIENT}&object_id={UA_OBJECT}"),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(imds.last_identity(), None);
+    imds.set_system_assigned(false);
+    let r = imds_token(&env, &imds, "");
+    assert_eq!((r.status, r.json()), (400, not_found));
+    imds.set_system_assigned(true);
+
+    // Throttling, then success.
+    let (before_requests, before_served) = (imds.token_requests(), imds.served());
+    imds.fail_next(2, 429);
+    for _ in 0..2 {
+        let r = imds_token(&env, &imds, "");
+        assert_eq!(r.status, 429);
+        assert_eq!(r.headers("Retry-After"), ["1"]);
+    }
+    access_token(&imds_token(&env, &imds, ""));
+    imds.fail_next(1, 503);
+    assert_eq!(imds_token(&env, &imds, "").status, 503);
+    access_token(&imds_token(&env, &imds, ""));
+    assert_eq!(imds.token_requests() - before_requests, 5);
+    assert_eq!(imds.served() - before_served, 2);
+
+    // App Service / Functions.
+    let q = format!("/msi/token?api-version=2019-08-01&resource={ADO_RESOURCE}");
+    assert_eq!(mi_get(&env, &imds, &q, &[]).status, 400);
+    let r = mi_get(&env, &imds, &q, &["-H", "X-IDENTITY-HEADER: wrong"]);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["statusCode"], 400);
+    let r = app_service_token(&env, &imds, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "access_token",
+            "client_id",
+            "expires_on",
+            "resource",
+            "token_type"
+        ]
+    );
+    assert!(body["expires_on"].as_str().unwrap().parse::<u64>().unwrap() > common::tls::unix_now());
+    assert_eq!(
+        (body["client_id"].as_str(), body["resource"].as_str()),
+        (Some(MockImds::SYSTEM_CLIENT_ID), Some(ADO_RESOURCE))
+    );
+    assert_ado_accepts(
+        &env,
+        "contoso",
+        body["access_token"].as_str().unwrap(),
+        MockImds::SYSTEM_OBJECT_ID,
+    );
+    for extra in [
+        format!("&client_id={UA_CLIENT}"),
+        format!("&principal_id={UA_OBJECT}"),
+        format!("&mi_res_id={UA_RES}"),
+    ] {
+        let r = app_service_token(&env, &imds, &extra);
+        assert_eq!(r.json()["client_id"], UA_CLIENT, "{extra}: {}", r.body);
+        assert_ado_accepts(&env, "contoso", &access_token(&r), UA_OBJECT);
+    }
+    let r = app_service_token(
+        &env,
+        &imds,
+        "&client_id=99999999-9999-4999-8999-999999999999",
+    );
+    assert_eq!(
+        (r.status, r.json()["message"].as_str()),
+        (400, Some("Unable to load the proper Managed Identity."))
+    );
+    imds.fail_next(1, 429);
+    let r = app_service_token(&env, &imds, "");
+    assert_eq!((r.status, r.headers("Retry-After")), (429, vec!["1"]));
+    access_token(&app_service_token(&env, &imds, ""));
+
+    // The identities' tenant decides which organisations take their tokens.
+    env.ado.set_org_tenant("fabrikam", OTHER_TENANT);
+    imds.set_tenant(OTHER_TENANT);
+    let token = access_token(&imds_token(&env, &imds, ""));
+    assert_ado_accepts(&env, "fabrikam", &token, MockImds::SYSTEM_OBJECT_ID);
+    assert_eq!(connection_data(&env, "contoso", &token).status, 401);
+
+    let log = imds.requests();
+    assert_eq!(log.len(), imds.token_requests());
+    assert_eq!(
+        log.iter().filter(|r| r.status == 200).count(),
+        imds.served()
+    );
+    assert!(
+        log.iter()
+            .any(|r| r.endpoint == common::MiEndpoint::AppService)
+    );
 }

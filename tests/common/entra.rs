@@ -1,7 +1,9 @@
 //! Mock Microsoft Entra ID (login.microsoftonline.com v2.0 endpoints) over HTTPS:
 //! the device-code flow, the authorization-code flow with PKCE (S256, loopback
-//! redirect URIs), refresh-token grants with rotation and revocation,
-//! JWT-shaped access tokens that `validate` recognises, request counters, and
+//! redirect URIs), refresh-token grants with rotation and revocation, the
+//! client-credentials grant for registered apps (client secret, or a federated
+//! JWT assertion), JWT-shaped access tokens that `validate` recognises, app
+//! tokens minted for other mocks (see [`EntraMinter`]), request counters, and
 //! fault switches (down, HTTP status, slow, garbage).
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +25,10 @@ use hyper::StatusCode;
 pub const ADO_RESOURCE: &str = "499b84ac-1321-427f-aa17-267ca6975798";
 const GRAPH_RESOURCE: &str = "00000003-0000-0000-c000-000000000000";
 const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+/// `client_assertion_type` of a JWT client assertion (RFC 7523).
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// The audience Entra expects in a federated (workload identity) assertion.
+pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 
 /// What the mock does to every request.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -56,10 +62,14 @@ pub enum AuthorizeOutcome {
 pub struct TokenInfo {
     pub tid: String,
     pub oid: String,
+    /// Empty for app (service principal, managed identity) tokens.
     pub upn: String,
+    /// The user's name, or the app's display name for app tokens.
     pub name: String,
     pub aud: String,
     pub appid: String,
+    /// `"user"` or `"app"`, as the token's `idtyp` claim.
+    pub idtyp: String,
     /// `exp` claim, seconds since the Unix epoch.
     pub exp: u64,
     expires_at: SystemTime,
@@ -69,6 +79,8 @@ pub struct TokenInfo {
 #[derive(Clone, Debug)]
 pub struct TokenRequest {
     pub grant_type: String,
+    /// `client_id` of the request (form or HTTP Basic), empty if none.
+    pub client_id: String,
     pub tenant: String,
     pub at: SystemTime,
     pub status: u16,
@@ -103,6 +115,12 @@ pub struct EntraStats {
     pub auth_code_ok: usize,
     /// Refused authorization-code grants (bad verifier, reused, expired, missing parameter...).
     pub auth_code_refused: usize,
+    /// Successful client-credentials grants (secret or federated assertion).
+    pub client_credentials_ok: usize,
+    /// Refused client-credentials grants (unknown app, wrong secret, bad assertion, scope...).
+    pub client_credentials_refused: usize,
+    /// `client_id` of the last token-endpoint request that had one (any grant).
+    pub last_client_id: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -150,6 +168,14 @@ struct Refresh {
     revoked: bool,
 }
 
+/// An app registration known to the mock's token endpoint.
+#[derive(Clone, Default)]
+struct App {
+    secret: Option<String>,
+    /// Subjects of its federated identity credentials (audience `api://AzureADTokenExchange`).
+    federated_subjects: Vec<String>,
+}
+
 struct Settings {
     fault: Fault,
     interval: u64,
@@ -189,6 +215,7 @@ struct State {
     auth_codes: HashMap<String, AuthCode>,
     refresh_tokens: HashMap<String, Refresh>,
     access_tokens: HashMap<String, TokenInfo>,
+    apps: HashMap<String, App>,
 }
 
 /// Checks access tokens issued by a [`MockEntra`]; cheap to clone, outlives the server.
@@ -201,6 +228,54 @@ impl EntraValidator {
         let st = self.0.lock().unwrap();
         let info = st.access_tokens.get(token)?;
         (info.expires_at > SystemTime::now()).then(|| info.clone())
+    }
+}
+
+/// A workload identity that app tokens are minted for: a service principal or a
+/// managed identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppIdentity {
+    /// `appid` claim (application / client id).
+    pub client_id: String,
+    /// `oid` and `sub` claims (the service principal's object id).
+    pub object_id: String,
+    /// `app_displayname` claim (and [`TokenInfo::name`]).
+    pub display_name: String,
+    /// `xms_mirid` claim: the Azure resource id of a managed identity.
+    pub mi_res_id: Option<String>,
+}
+
+impl AppIdentity {
+    /// A registered app: object id [`app_object_id`], display name `app <client_id>`.
+    pub fn app(client_id: &str) -> AppIdentity {
+        AppIdentity {
+            client_id: client_id.into(),
+            object_id: app_object_id(client_id),
+            display_name: format!("app {client_id}"),
+            mi_res_id: None,
+        }
+    }
+}
+
+/// Mints app tokens that the mock's [`EntraValidator`] (hence `MockAdo`) accepts;
+/// cheap to clone, for other mocks (the managed-identity endpoints) to hold.
+#[derive(Clone)]
+pub struct EntraMinter(Arc<Mutex<State>>);
+
+impl EntraMinter {
+    /// An access token for `identity` in `tenant` (a GUID is the `tid`, any other
+    /// name means [`MockEntra::HOME_TENANT`]) for `resource` (`499b84ac-...`,
+    /// with or without `/.default` or a trailing `/`, is Azure DevOps; anything
+    /// else, less any `/.default`, becomes the `aud`). Lifetime: the mock's token lifetime.
+    /// Returns the token and its `exp` (Unix seconds).
+    pub fn mint(&self, identity: &AppIdentity, tenant: &str, resource: &str) -> (String, u64) {
+        let mut st = self.0.lock().unwrap();
+        st.mint_app(identity, tenant, resource, "2")
+    }
+
+    /// The token lifetime new tokens get (see [`MockEntra::set_token_lifetime`]).
+    pub fn token_lifetime(&self) -> Duration {
+        self.0.lock().unwrap().cfg.token_lifetime
     }
 }
 
@@ -243,6 +318,36 @@ impl MockEntra {
 
     pub fn validate(&self, token: &str) -> Option<TokenInfo> {
         self.validator().validate(token)
+    }
+
+    /// A handle that mints app tokens (for the managed-identity mock).
+    pub fn minter(&self) -> EntraMinter {
+        EntraMinter(self.state.clone())
+    }
+
+    /// An Azure DevOps token for the app `client_id` as the client-credentials grant
+    /// would issue it in `tenant` (registered or not): `(token, exp)`.
+    pub fn mint_app_token(&self, client_id: &str, tenant: &str) -> (String, u64) {
+        let app = AppIdentity::app(client_id);
+        self.with(|s| s.mint_app(&app, tenant, ADO_RESOURCE, "1"))
+    }
+
+    /// Registers an app for the client-credentials grant, with a client secret or
+    /// none (then only federated assertions work, see `add_federated_app`). Calling
+    /// it again replaces the secret and keeps federated credentials.
+    pub fn add_app(&self, client_id: &str, secret: Option<&str>) {
+        self.with(|s| s.apps.entry(client_id.into()).or_default().secret = secret.map(Into::into))
+    }
+
+    /// Registers an app (or adds to one) a federated identity credential: a client
+    /// assertion is accepted when it is a JWT (signature not checked) with this `sub`,
+    /// `aud` = `api://AzureADTokenExchange` and an `exp` in the future.
+    pub fn add_federated_app(&self, client_id: &str, expected_assertion_subject: &str) {
+        self.with(|s| {
+            let app = s.apps.entry(client_id.into()).or_default();
+            app.federated_subjects
+                .push(expected_assertion_subject.into())
+        })
     }
 
     /// A snapshot of the counters.
@@ -323,8 +428,14 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp
     }
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let query = req.uri().query().unwrap_or_default().as_bytes().to_vec();
+    let basic = basic_client_auth(req.headers());
     let body = req.into_body().collect().await.ok()?.to_bytes();
-    let form: Form = url::form_urlencoded::parse(&body).into_owned().collect();
+    let mut form: Form = url::form_urlencoded::parse(&body).into_owned().collect();
+    // client_secret_basic: the header supplies what the form leaves out.
+    if let Some((id, secret)) = basic {
+        form.entry("client_id".into()).or_insert(id);
+        form.entry("client_secret".into()).or_insert(secret);
+    }
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (tenant, endpoint) = match segs.as_slice() {
         [
@@ -358,8 +469,13 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp
         _ => st.token(&tenant, &form),
     };
     if endpoint == "token" {
+        let client_id = form.get("client_id").cloned();
+        if client_id.is_some() {
+            st.stats.last_client_id = client_id.clone();
+        }
         st.stats.token_requests.push(TokenRequest {
             grant_type: form.get("grant_type").cloned().unwrap_or_default(),
+            client_id: client_id.unwrap_or_default(),
             tenant,
             at: SystemTime::now(),
             status: resp.status().as_u16(),
@@ -369,6 +485,26 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp
 }
 
 type Form = HashMap<String, String>;
+
+/// `Authorization: Basic` client credentials (RFC 6749 2.3.1: each part form-urlencoded).
+fn basic_client_auth(headers: &hyper::HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(hyper::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (id, secret) = decoded.split_once(':')?;
+    let unescape = |s: &str| {
+        let bytes = format!("x={s}").into_bytes();
+        let mut pairs = url::form_urlencoded::parse(&bytes).into_owned();
+        pairs.next().map(|(_, v)| v).unwrap_or_default()
+    };
+    Some((unescape(id), unescape(secret)))
+}
 
 fn json_response(status: u16, body: &Value) -> Resp {
     let mut r = response(status, "application/json; charset=utf-8", body.to_string());
@@ -401,6 +537,14 @@ fn message(error: &str, code: u32, arg: &str) -> String {
         90033 => "A transient error has occurred. Please try again.",
         900144 => "The request body must contain the following parameter: '{}'.",
         900561 => "The endpoint only accepts POST requests.",
+        7000215 => "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
+        7000218 => "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        700024 => "Client assertion is not within its valid time range. {}",
+        700212 => "No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+        700213 => "No matching federated identity record found for presented assertion subject '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
+        90011 => "Unexpected client assertion type '{}'.",
+        50027 => "JWT token is invalid or malformed.",
+        1002012 => "The provided value for scope {} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
         _ => "Invalid request. Request is malformed or invalid.",
     }
     .replace("{}", arg)
@@ -408,7 +552,11 @@ fn message(error: &str, code: u32, arg: &str) -> String {
 
 /// A 400 with an Entra v2 error body; `arg` fills the `{}` of the message.
 fn aad(error: &str, code: u32, arg: &str) -> Resp {
-    let message = message(error, code, arg);
+    aad_text(error, code, &message(error, code, arg))
+}
+
+/// A 400 with an Entra v2 error body and this message (after `AADSTS{code}: `).
+fn aad_text(error: &str, code: u32, message: &str) -> Resp {
     let (ts, trace, corr) = (timestamp(unix_now()), guid(), guid());
     let description = format!(
         "AADSTS{code}: {message}\r\nTrace ID: {trace}\r\nCorrelation ID: {corr}\r\nTimestamp: {ts}"
@@ -481,8 +629,117 @@ impl State {
                 }
                 resp
             }
+            Some("client_credentials") => {
+                let resp = self.client_credentials_grant(tenant, client_id, form);
+                match resp.status() == StatusCode::OK {
+                    true => self.stats.client_credentials_ok += 1,
+                    false => self.stats.client_credentials_refused += 1,
+                }
+                resp
+            }
             Some(other) => aad("unsupported_grant_type", 70003, other),
         }
+    }
+
+    /// The `client_credentials` grant (Entra v2): a registered app, a client secret or a
+    /// federated JWT assertion (a `client_assertion` wins over a `client_secret`), and a
+    /// single `<resource>/.default` scope. No refresh token.
+    fn client_credentials_grant(&mut self, tenant: &str, client_id: &str, form: &Form) -> Resp {
+        let Some(scope) = form.get("scope") else {
+            return aad("invalid_request", 900144, "scope");
+        };
+        let Some(app) = self.apps.get(client_id) else {
+            let text = format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+            );
+            return aad_text("unauthorized_client", 700016, &text);
+        };
+        if let Some(assertion) = form.get("client_assertion") {
+            match form.get("client_assertion_type").map(String::as_str) {
+                None => return aad("invalid_request", 900144, "client_assertion_type"),
+                Some(JWT_BEARER_ASSERTION) => {}
+                Some(other) => return aad("invalid_request", 90011, other),
+            }
+            if let Some(refused) = check_federated_assertion(app, assertion) {
+                return refused;
+            }
+        } else {
+            let Some(secret) = form.get("client_secret") else {
+                return aad("invalid_client", 7000218, "");
+            };
+            if app.secret.as_ref() != Some(secret) {
+                let mut r = aad("invalid_client", 7000215, client_id);
+                *r.status_mut() = StatusCode::UNAUTHORIZED;
+                return r;
+            }
+        }
+        let mut scopes = scope.split_whitespace();
+        let resource = match (scopes.next(), scopes.next()) {
+            (Some(s), None) => s.strip_suffix("/.default").filter(|r| !r.is_empty()),
+            _ => None,
+        };
+        let Some(resource) = resource else {
+            return aad("invalid_scope", 1002012, scope);
+        };
+        let acr = if form.contains_key("client_assertion") {
+            "2"
+        } else {
+            "1"
+        };
+        let (token, _) = self.mint_app(&AppIdentity::app(client_id), tenant, resource, acr);
+        let lifetime = self.cfg.token_lifetime.as_secs();
+        json_response(
+            200,
+            &json!({
+                "token_type": "Bearer", "expires_in": lifetime,
+                "ext_expires_in": lifetime, "access_token": token,
+            }),
+        )
+    }
+
+    /// An app-only access token (`idtyp` app, no `upn`/`name`/`scp`); `acr` is the
+    /// `appidacr` claim ("1" secret, "2" certificate or assertion).
+    fn mint_app(
+        &mut self,
+        app: &AppIdentity,
+        tenant: &str,
+        resource: &str,
+        acr: &str,
+    ) -> (String, u64) {
+        let tid = tid_of(tenant);
+        let resource = resource.trim();
+        let resource = resource.strip_suffix("/.default").unwrap_or(resource);
+        let aud = match resource.trim_end_matches('/') {
+            r if r.eq_ignore_ascii_case(ADO_RESOURCE) => ADO_RESOURCE,
+            _ => resource,
+        };
+        let (now, lifetime) = (unix_now(), self.cfg.token_lifetime);
+        let info = TokenInfo {
+            tid: tid.clone(),
+            oid: app.object_id.clone(),
+            upn: String::new(),
+            name: app.display_name.clone(),
+            aud: aud.into(),
+            appid: app.client_id.clone(),
+            idtyp: "app".into(),
+            exp: now + lifetime.as_secs(),
+            expires_at: SystemTime::now() + lifetime,
+        };
+        let header = json!({"typ": "JWT", "alg": "RS256", "kid": "mock"});
+        let mut payload = json!({
+            "aud": aud, "iss": format!("https://sts.windows.net/{tid}/"),
+            "iat": now, "nbf": now, "exp": info.exp, "app_displayname": app.display_name,
+            "appid": app.client_id, "appidacr": acr, "idp": format!("https://sts.windows.net/{tid}/"),
+            "idtyp": "app", "oid": app.object_id, "sub": app.object_id, "tid": tid, "ver": "1.0",
+        });
+        if let Some(mirid) = &app.mi_res_id {
+            payload["xms_mirid"] = mirid.as_str().into();
+        }
+        let [h, p] = [header, payload].map(|v| URL_SAFE_NO_PAD.encode(v.to_string()));
+        let token = format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(random_bytes(32)));
+        let exp = info.exp;
+        self.access_tokens.insert(token.clone(), info);
+        (token, exp)
     }
 
     fn device_code_grant(&mut self, tenant: &str, client_id: &str, form: &Form) -> Resp {
@@ -700,6 +957,7 @@ impl State {
             name: user.name.clone(),
             aud: aud.into(),
             appid: client_id.into(),
+            idtyp: "user".into(),
             exp: now + lifetime.as_secs(),
             expires_at: SystemTime::now() + lifetime,
         };
@@ -736,6 +994,68 @@ impl State {
         }
         json_response(200, &body)
     }
+}
+
+/// Checks a federated client assertion: a JWT (signature not checked) that is within its
+/// time range, for `api://AzureADTokenExchange`, whose subject has a federated credential.
+/// `Some` is the refusal.
+fn check_federated_assertion(app: &App, assertion: &str) -> Option<Resp> {
+    let malformed = || aad("invalid_request", 50027, "");
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let b64url = |p: &&str| {
+        let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+        !p.is_empty() && p.bytes().all(ok)
+    };
+    if parts.len() != 3 || !parts.iter().all(b64url) {
+        return Some(malformed());
+    }
+    let decode = |p: &str| {
+        let bytes = URL_SAFE_NO_PAD.decode(p.trim_end_matches('=')).ok()?;
+        serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .filter(Value::is_object)
+    };
+    let (Some(_header), Some(claims)) = (decode(parts[0]), decode(parts[1])) else {
+        return Some(malformed());
+    };
+    let Some(exp) = claims["exp"].as_u64() else {
+        return Some(malformed());
+    };
+    let now = unix_now();
+    let nbf = claims["nbf"].as_u64();
+    // Entra allows five minutes of clock skew on `nbf`.
+    if now >= exp || nbf.is_some_and(|nbf| nbf > now + 300) {
+        let iso = |t: u64| timestamp(t).replace(' ', "T").replace('Z', ".0000000Z");
+        let from = nbf.map_or("(none)".to_string(), iso);
+        let range = format!(
+            "Current time: {}, assertion valid from {from}, expiry time of assertion {}.",
+            iso(now),
+            iso(exp)
+        );
+        return Some(aad("invalid_client", 700024, &range));
+    }
+    let aud_ok = match &claims["aud"] {
+        Value::String(a) => a == TOKEN_EXCHANGE_AUDIENCE,
+        Value::Array(a) => a.iter().any(|a| a == TOKEN_EXCHANGE_AUDIENCE),
+        _ => false,
+    };
+    if !aud_ok {
+        let aud = match &claims["aud"] {
+            Value::String(a) => a.clone(),
+            other => other.to_string(),
+        };
+        return Some(aad("invalid_client", 700212, &aud));
+    }
+    let sub = claims["sub"].as_str().unwrap_or_default();
+    if !app.federated_subjects.iter().any(|s| s == sub) {
+        return Some(aad("invalid_client", 700213, sub));
+    }
+    None
+}
+
+/// The fixed object id the mock gives the service principal of app `client_id`.
+pub fn app_object_id(client_id: &str) -> String {
+    oid_for(&format!("app:{}", client_id.to_ascii_lowercase()))
 }
 
 /// A stable object id per user principal name (FNV-1a, two seeds).

@@ -1,16 +1,21 @@
 //! Test-side mock servers shared by the integration tests: a throw-away CA
-//! (`tls`), a mock Microsoft Entra ID (`entra`) and a mock Azure DevOps in
-//! front of `git http-backend` (`ado`). Each server runs on its own background
-//! tokio runtime, binds 127.0.0.1 only, and stops when its handle is dropped.
+//! (`tls`), a mock Microsoft Entra ID (`entra`), a mock Azure DevOps in
+//! front of `git http-backend` (`ado`) and mock managed-identity endpoints
+//! (`imds`: Azure VM IMDS and App Service). Each server runs on its own
+//! background tokio runtime, binds 127.0.0.1 only, and stops when its handle
+//! is dropped.
 #![allow(dead_code, unused_imports)]
 
 pub mod ado;
 pub mod entra;
 pub mod harness;
+pub mod imds;
 pub mod tls;
 
 pub use ado::{AdoRequest, MockAdo, Scheme};
 pub use entra::{
-    ADO_RESOURCE, EntraStats, EntraValidator, Fault, MockEntra, TokenInfo, TokenRequest,
+    ADO_RESOURCE, AppIdentity, EntraMinter, EntraStats, EntraValidator, Fault, MockEntra,
+    TokenInfo, TokenRequest,
 };
+pub use imds::{IdentityRef, MiEndpoint, MiRequest, MockImds};
 pub use tls::TestCa;
