@@ -297,11 +297,13 @@ async fn managed_identity(
             continue;
         }
         if !resp.status().is_success() {
-            // Error bodies carry no secrets: `{"error":..,"error_description":..}`.
+            // Error bodies carry no secrets.
             let body = resp.text().await.unwrap_or_default();
             let detail: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            // IMDS: {"error","error_description"}; App Service: {"statusCode","message"}.
             let desc = detail["error_description"]
                 .as_str()
+                .or(detail["message"].as_str())
                 .or(detail["error"].as_str())
                 .unwrap_or("no details");
             return Err(EntraError::Rejected(format!(

@@ -1,0 +1,187 @@
+//! Build agents: a real git clone through each machine identity (managed identity on IMDS and
+//! App Service, service principal with a secret, workload identity with a token file), with
+//! no sign-in, and one clear line for each misconfiguration, never a prompt.
+
+mod common;
+
+use base64::Engine;
+use common::MockEntra;
+use common::harness::{World, field, ok, text};
+use common::imds::{IdentityRef, MockImds};
+
+const APP: &str = "6a1e3b52-2f0c-4d3e-9a7b-1c2d3e4f5a6b";
+
+/// Adds an identity to the world's configuration and makes it the default.
+fn configure(w: &World, identity: &str) {
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!("identity = \"ci\"\n{cfg}\n[identities.ci]\n{identity}\n"),
+    )
+    .unwrap();
+}
+
+fn clone_ok(w: &World) {
+    let url = w.ado.create_repo("contoso", "p", "r");
+    ok(
+        w,
+        &w.git(&["clone", &url, "a"], None),
+        "clone with a machine identity",
+    );
+    assert_eq!(w.entra.stats().devicecode_requests, 0, "no sign-in");
+}
+
+/// The one line git shows when the identity cannot work.
+fn failure(w: &World) -> String {
+    let out = w.get("contoso", true);
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        !err.contains("login"),
+        "never suggests a person's sign-in: {err}"
+    );
+    err
+}
+
+#[test]
+fn service_principal_with_a_secret() {
+    let mut w = World::new();
+    w.entra.add_app(APP, Some("s3cret-value"));
+    configure(&w, "kind = \"service-principal\"");
+    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
+    w.set_env("AZURE_CLIENT_ID", APP);
+    w.set_env("AZURE_CLIENT_SECRET", "s3cret-value");
+    clone_ok(&w);
+    assert!(w.entra.stats().client_credentials_ok >= 1);
+    let status = text(&w.client(&["status"], "").stdout);
+    assert!(
+        status.contains(&format!("service principal {APP}")),
+        "{status}"
+    );
+    assert!(!w.log().contains("s3cret-value"));
+}
+
+#[test]
+fn service_principal_misconfigurations_are_one_line() {
+    let mut w = World::new();
+    w.entra.add_app(APP, Some("right"));
+    configure(&w, "kind = \"service-principal\"");
+    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
+    w.set_env("AZURE_CLIENT_ID", APP);
+    // Missing variable.
+    let err = failure(&w);
+    assert!(err.contains("AZURE_CLIENT_SECRET"), "{err}");
+    // Wrong secret: Entra's code, and no secret in the message.
+    w.client(&["stop"], "");
+    w.set_env("AZURE_CLIENT_SECRET", "wrong-secret");
+    let err = failure(&w);
+    assert!(err.contains("AADSTS7000215"), "{err}");
+    assert!(!err.contains("wrong-secret"));
+}
+
+#[test]
+fn workload_identity_re_reads_its_token_file() {
+    let mut w = World::new();
+    w.entra
+        .add_federated_app(APP, "system:serviceaccount:ci:agent");
+    let file = w.path("federated-token");
+    let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let write_token = |sub: &str| {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
+        let jwt = format!(
+            "{}.{}.sig",
+            b64(r#"{"alg":"RS256","typ":"JWT"}"#.into()),
+            b64(format!(
+                r#"{{"sub":"{sub}","aud":"api://AzureADTokenExchange","iss":"https://oidc.example","exp":{exp}}}"#
+            ))
+        );
+        std::fs::write(&file, jwt).unwrap();
+    };
+    write_token("system:serviceaccount:ci:agent");
+    configure(&w, "kind = \"workload-identity\"");
+    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
+    w.set_env("AZURE_CLIENT_ID", APP);
+    w.set_env("AZURE_FEDERATED_TOKEN_FILE", file.to_str().unwrap());
+    clone_ok(&w);
+    // The file is re-read at each exchange: a token with the wrong subject now fails.
+    write_token("system:serviceaccount:other:agent");
+    let input = format!(
+        "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={}\n",
+        w.ado.host(),
+        field(&w.get("contoso", true), "credential").unwrap()
+    );
+    ok(&w, &w.client(&["erase"], &input), "erase");
+    let err = failure(&w);
+    assert!(err.contains("AADSTS700213"), "{err}");
+}
+
+#[test]
+fn managed_identity_on_imds_retries_when_busy() {
+    let mut w = World::new();
+    let imds = MockImds::start(&w.entra);
+    configure(&w, "kind = \"managed-identity\"");
+    w.set_env("AZURE_POD_IDENTITY_AUTHORITY_HOST", &imds.url());
+    imds.fail_next(2, 429);
+    clone_ok(&w);
+    assert!(imds.token_requests() >= 3, "retried after 429s");
+    assert_eq!(imds.last_identity(), Some(IdentityRef::SystemAssigned));
+    let status = text(&w.client(&["status"], "").stdout);
+    assert!(
+        status.contains("managed identity (system-assigned)"),
+        "{status}"
+    );
+}
+
+#[test]
+fn user_assigned_managed_identity_by_client_id_and_app_service() {
+    let mut w = World::new();
+    let imds = MockImds::start(&w.entra);
+    imds.add_user_assigned(APP, "0b1c2d3e-0000-4000-8000-000000000001", "/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/agent");
+    configure(
+        &w,
+        &format!("kind = \"managed-identity\"\nclient_id = \"{APP}\""),
+    );
+    // App Service / Functions: IDENTITY_ENDPOINT + IDENTITY_HEADER.
+    w.set_env("IDENTITY_ENDPOINT", &imds.app_service_endpoint());
+    w.set_env("IDENTITY_HEADER", imds.header_secret());
+    clone_ok(&w);
+    assert_eq!(
+        imds.last_identity(),
+        Some(IdentityRef::ClientId(APP.into()))
+    );
+    assert!(
+        imds.requests()
+            .iter()
+            .all(|r| r.endpoint == common::imds::MiEndpoint::AppService)
+    );
+}
+
+#[test]
+fn no_managed_identity_endpoint_fails_fast_with_one_line() {
+    let mut w = World::new();
+    configure(&w, "kind = \"managed-identity\"");
+    // Nothing listens there.
+    w.set_env("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9");
+    let t = std::time::Instant::now();
+    let err = failure(&w);
+    assert!(err.contains("Instance Metadata Service"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(15));
+}
+
+#[test]
+fn an_app_service_refusal_is_reported_with_its_message() {
+    let mut w = World::new();
+    let imds = MockImds::start(&w.entra);
+    imds.set_system_assigned(false);
+    configure(&w, "kind = \"managed-identity\"");
+    w.set_env("IDENTITY_ENDPOINT", &imds.app_service_endpoint());
+    w.set_env("IDENTITY_HEADER", imds.header_secret());
+    let err = failure(&w);
+    assert!(err.contains("App Service"), "{err}");
+    assert!(!err.contains("no details"), "{err}");
+}
