@@ -50,6 +50,11 @@ pub struct IdentityConfig {
     pub client_secret_file: Option<String>,
     /// Workload identity: the token file (else `AZURE_FEDERATED_TOKEN_FILE`).
     pub federated_token_file: Option<String>,
+    /// Workload identity: `file`, `github-actions` or `azure-pipelines` (default: detected).
+    pub token_source: Option<String>,
+    /// Workload identity in Azure Pipelines: the service connection (else
+    /// `AZURESUBSCRIPTION_SERVICE_CONNECTION_ID`).
+    pub service_connection_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -185,3 +185,129 @@ fn an_app_service_refusal_is_reported_with_its_message() {
     assert!(err.contains("App Service"), "{err}");
     assert!(!err.contains("no details"), "{err}");
 }
+
+/// A federated token (JWT) as an OIDC provider would issue it for `sub`.
+fn federated_jwt(sub: &str) -> String {
+    let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    format!(
+        "{}.{}.sig",
+        b64(r#"{"alg":"RS256","typ":"JWT"}"#.into()),
+        b64(format!(
+            r#"{{"sub":"{sub}","aud":"api://AzureADTokenExchange","iss":"https://oidc.example","exp":{exp}}}"#
+        ))
+    )
+}
+
+/// A CI system's OIDC token endpoint: checks the bearer token and answers with `body(jwt)`.
+fn oidc_provider(
+    w: &World,
+    bearer: &'static str,
+    sub: &'static str,
+    body: fn(String) -> String,
+) -> (
+    common::tls::HttpsServer,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let server = common::tls::HttpsServer::start(
+        w.ca.server_config(),
+        || true,
+        move |_| {
+            move |req: hyper::Request<hyper::body::Incoming>| {
+                let log = log.clone();
+                async move {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    log.lock()
+                        .unwrap()
+                        .push(format!("{} {}", req.method(), req.uri()));
+                    Some(if auth.eq_ignore_ascii_case(&format!("bearer {bearer}")) {
+                        common::tls::response(200, "application/json", body(federated_jwt(sub)))
+                    } else {
+                        common::tls::response(401, "application/json", "{\"message\":\"no\"}")
+                    })
+                }
+            }
+        },
+    );
+    (server, seen)
+}
+
+#[test]
+fn workload_identity_in_github_actions() {
+    let mut w = World::new();
+    let sub = "repo:contoso/web:ref:refs/heads/main";
+    w.entra.add_federated_app(APP, sub);
+    let (gh, seen) = oidc_provider(
+        &w,
+        "gh-request-token",
+        "repo:contoso/web:ref:refs/heads/main",
+        |jwt| format!(r#"{{"count":1,"value":"{jwt}"}}"#),
+    );
+    configure(&w, "kind = \"workload-identity\"");
+    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
+    w.set_env("AZURE_CLIENT_ID", APP);
+    w.set_env(
+        "ACTIONS_ID_TOKEN_REQUEST_URL",
+        &format!("https://{}/_apis/oidctoken?api-version=2.0", gh.addr()),
+    );
+    w.set_env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "gh-request-token");
+    clone_ok(&w);
+    let req = seen.lock().unwrap()[0].clone();
+    assert!(req.starts_with("GET "), "{req}");
+    assert!(
+        req.contains("audience=api%3A%2F%2FAzureADTokenExchange"),
+        "{req}"
+    );
+    let status = text(&w.client(&["status"], "").stdout);
+    assert!(status.contains("GitHub Actions OIDC"), "{status}");
+}
+
+#[test]
+fn workload_identity_in_azure_pipelines() {
+    let mut w = World::new();
+    let sub = "sc://contoso/web/agent-connection";
+    w.entra.add_federated_app(APP, sub);
+    let (ado_oidc, seen) = oidc_provider(
+        &w,
+        "system-access-token",
+        "sc://contoso/web/agent-connection",
+        |jwt| format!(r#"{{"oidcToken":"{jwt}"}}"#),
+    );
+    configure(
+        &w,
+        "kind = \"workload-identity\"\nservice_connection_id = \"c0ffee00-0000-4000-8000-000000000001\"",
+    );
+    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
+    w.set_env("AZURE_CLIENT_ID", APP);
+    w.set_env(
+        "SYSTEM_OIDCREQUESTURI",
+        &format!(
+            "https://{}/contoso/_apis/distributedtask/hubs/build/plans/p/jobs/j/oidctoken",
+            ado_oidc.addr()
+        ),
+    );
+    // Without the job's access token: one line naming the variable.
+    let err = failure(&w);
+    assert!(err.contains("SYSTEM_ACCESSTOKEN"), "{err}");
+    w.client(&["stop"], "");
+    w.set_env("SYSTEM_ACCESSTOKEN", "system-access-token");
+    clone_ok(&w);
+    let req = seen.lock().unwrap()[0].clone();
+    assert!(req.starts_with("POST "), "{req}");
+    assert!(
+        req.contains("serviceConnectionId=c0ffee00-0000-4000-8000-000000000001"),
+        "{req}"
+    );
+    assert!(req.contains("api-version=7.1"), "{req}");
+}

@@ -42,9 +42,27 @@ pub enum MachineIdentity {
     Workload {
         tenant: String,
         client_id: String,
-        token_file: PathBuf,
+        source: AssertionSource,
     },
 }
+
+/// Where a workload identity's federated token (the client assertion) comes from.
+#[derive(Debug, Clone)]
+pub enum AssertionSource {
+    /// A file the platform keeps fresh (AKS, generic): read at every exchange.
+    File(PathBuf),
+    /// GitHub Actions' OIDC provider (`permissions: id-token: write`).
+    GitHubActions { url: String, token: Secret },
+    /// Azure Pipelines' OIDC endpoint for a service connection.
+    AzurePipelines {
+        uri: String,
+        access_token: Secret,
+        connection_id: String,
+    },
+}
+
+/// Audience Entra expects in federated tokens.
+const EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -92,15 +110,71 @@ impl MachineIdentity {
                     secret: Secret::new(secret),
                 })
             }
-            "workload-identity" => Ok(MachineIdentity::Workload {
-                tenant: need(cfg.tenant.clone(), "tenant", "AZURE_TENANT_ID")?,
-                client_id: need(cfg.client_id.clone(), "client_id", "AZURE_CLIENT_ID")?,
-                token_file: PathBuf::from(need(
-                    cfg.federated_token_file.clone(),
-                    "federated_token_file",
-                    "AZURE_FEDERATED_TOKEN_FILE",
-                )?),
-            }),
+            "workload-identity" => {
+                let tenant = need(cfg.tenant.clone(), "tenant", "AZURE_TENANT_ID")?;
+                let client_id = need(cfg.client_id.clone(), "client_id", "AZURE_CLIENT_ID")?;
+                let file = cfg
+                    .federated_token_file
+                    .clone()
+                    .or_else(|| env("AZURE_FEDERATED_TOKEN_FILE"));
+                let source = match (cfg.token_source.as_deref(), file) {
+                    (None | Some("file"), Some(f)) => AssertionSource::File(PathBuf::from(f)),
+                    (Some("file"), None) => {
+                        return Err(format!(
+                            "identity '{name}' needs federated_token_file: set AZURE_FEDERATED_TOKEN_FILE, or federated_token_file under [identities.{name}]"
+                        ));
+                    }
+                    (Some("github-actions"), _) | (None, None)
+                        if env("ACTIONS_ID_TOKEN_REQUEST_URL").is_some() =>
+                    {
+                        AssertionSource::GitHubActions {
+                            url: need(None, "an OIDC request URL", "ACTIONS_ID_TOKEN_REQUEST_URL")?,
+                            token: Secret::new(need(
+                                None,
+                                "an OIDC request token (permissions: id-token: write)",
+                                "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+                            )?),
+                        }
+                    }
+                    (Some("azure-pipelines"), _) | (None, None)
+                        if env("SYSTEM_OIDCREQUESTURI").is_some() =>
+                    {
+                        AssertionSource::AzurePipelines {
+                            uri: need(None, "the OIDC request URI", "SYSTEM_OIDCREQUESTURI")?,
+                            access_token: Secret::new(need(
+                                None,
+                                "the job's access token (env: SYSTEM_ACCESSTOKEN: $(System.AccessToken))",
+                                "SYSTEM_ACCESSTOKEN",
+                            )?),
+                            connection_id: need(
+                                cfg.service_connection_id.clone(),
+                                "service_connection_id",
+                                "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
+                            )?,
+                        }
+                    }
+                    (Some(other @ ("github-actions" | "azure-pipelines")), _) => {
+                        return Err(format!(
+                            "identity '{name}' uses token_source '{other}', but this is not running there (its OIDC variables are not set)"
+                        ));
+                    }
+                    (Some(other), _) => {
+                        return Err(format!(
+                            "identity '{name}' has token_source '{other}'; use file, github-actions or azure-pipelines"
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(format!(
+                            "identity '{name}' has no federated token: set AZURE_FEDERATED_TOKEN_FILE, or run in GitHub Actions (id-token: write) or Azure Pipelines"
+                        ));
+                    }
+                };
+                Ok(MachineIdentity::Workload {
+                    tenant,
+                    client_id,
+                    source,
+                })
+            }
             other => Err(format!(
                 "identity '{name}' has kind '{other}'; use managed-identity, service-principal or workload-identity"
             )),
@@ -120,13 +194,18 @@ impl MachineIdentity {
                 format!("service principal {client_id} (client secret)")
             }
             MachineIdentity::Workload {
-                client_id,
-                token_file,
-                ..
-            } => format!(
-                "workload identity {client_id} (token file {})",
-                token_file.display()
-            ),
+                client_id, source, ..
+            } => match source {
+                AssertionSource::File(f) => {
+                    format!("workload identity {client_id} (token file {})", f.display())
+                }
+                AssertionSource::GitHubActions { .. } => {
+                    format!("workload identity {client_id} (GitHub Actions OIDC)")
+                }
+                AssertionSource::AzurePipelines { connection_id, .. } => format!(
+                    "workload identity {client_id} (Azure Pipelines OIDC, service connection {connection_id})"
+                ),
+            },
         }
     }
 
@@ -157,18 +236,87 @@ impl MachineIdentity {
             MachineIdentity::Workload {
                 tenant,
                 client_id,
-                token_file,
+                source,
             } => {
-                // Re-read on every exchange: the platform rotates the file.
-                let assertion = std::fs::read_to_string(token_file).map_err(|e| {
-                    EntraError::Rejected(format!(
-                        "cannot read the federated token file {}: {e}",
-                        token_file.display()
-                    ))
-                })?;
-                let assertion = Secret::new(assertion.trim().to_string());
+                let assertion = federated_token(http, source).await?;
                 client_credentials(http, authority, tenant, client_id, None, Some(&assertion)).await
             }
+        }
+    }
+}
+
+/// A fresh federated token from its source.
+async fn federated_token(
+    http: &reqwest::Client,
+    source: &AssertionSource,
+) -> Result<Secret, EntraError> {
+    #[derive(Deserialize)]
+    struct GitHub {
+        value: Secret,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Pipelines {
+        oidc_token: Secret,
+    }
+    let unreadable =
+        |what: &str| EntraError::Transient(format!("{what}'s answer was not readable"));
+    let check = |what: &str, r: reqwest::Response| {
+        if r.status().is_success() {
+            Ok(r)
+        } else {
+            let msg = format!("{what} answered {}", r.status());
+            Err(if r.status().is_server_error() {
+                EntraError::Transient(msg)
+            } else {
+                EntraError::Rejected(msg)
+            })
+        }
+    };
+    let net =
+        |what: &str, e: reqwest::Error| EntraError::Transient(format!("cannot reach {what}: {e}"));
+    match source {
+        // Re-read on every exchange: the platform rotates the file.
+        AssertionSource::File(f) => std::fs::read_to_string(f)
+            .map(|t| Secret::new(t.trim().to_string()))
+            .map_err(|e| {
+                EntraError::Rejected(format!(
+                    "cannot read the federated token file {}: {e}",
+                    f.display()
+                ))
+            }),
+        AssertionSource::GitHubActions { url, token } => {
+            let what = "GitHub Actions' OIDC provider";
+            let r = http
+                .get(url)
+                .query(&[("audience", EXCHANGE_AUDIENCE)])
+                .bearer_auth(token.expose())
+                .send()
+                .await
+                .map_err(|e| net(what, e))?;
+            let t: GitHub = check(what, r)?.json().await.map_err(|_| unreadable(what))?;
+            Ok(t.value)
+        }
+        AssertionSource::AzurePipelines {
+            uri,
+            access_token,
+            connection_id,
+        } => {
+            let what = "Azure Pipelines' OIDC endpoint";
+            let r = http
+                .post(uri)
+                .query(&[
+                    ("api-version", "7.1"),
+                    ("serviceConnectionId", connection_id),
+                ])
+                .bearer_auth(access_token.expose())
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .map_err(|e| net(what, e))?;
+            let t: Pipelines = check(what, r)?.json().await.map_err(|_| unreadable(what))?;
+            Ok(t.oidc_token)
         }
     }
 }
