@@ -311,3 +311,67 @@ fn workload_identity_in_azure_pipelines() {
     );
     assert!(req.contains("api-version=7.1"), "{req}");
 }
+
+/// A local Azure Arc identity endpoint (plain HTTP): refuses with the key file's path, then
+/// hands out `token` to a request that proves it read that file.
+fn arc_endpoint(key_file: std::path::PathBuf, key: &'static str, token: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut s) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let ok_query = head.contains("api-version=2020-06-01")
+                && head.contains("resource=499b84ac-1321-427f-aa17-267ca6975798")
+                && head.contains("metadata: true");
+            let answer = if !ok_query {
+                "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n"
+                    .to_string()
+            } else if head.contains(&format!(
+                "authorization: basic {}",
+                key.to_ascii_lowercase()
+            )) {
+                let body = format!(
+                    r#"{{"access_token":"{token}","expires_in":"3599","expires_on":"0","resource":"499b84ac-1321-427f-aa17-267ca6975798","token_type":"Bearer"}}"#
+                );
+                format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+            } else {
+                format!(
+                    "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic realm={}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+                    key_file.display()
+                )
+            };
+            let _ = s.write_all(answer.as_bytes());
+        }
+    });
+    format!(
+        "http://127.0.0.1:{}/metadata/identity/oauth2/token",
+        addr.port()
+    )
+}
+
+#[test]
+fn managed_identity_on_azure_arc_proves_itself_with_the_key_file() {
+    let mut w = World::new();
+    let key_file = w.path("arc-3f2e.key");
+    std::fs::write(&key_file, "arc-secret-key").unwrap();
+    let (token, _) = w.entra.mint_app_token(APP, MockEntra::HOME_TENANT);
+    let endpoint = arc_endpoint(key_file, "arc-secret-key", token);
+    configure(&w, "kind = \"managed-identity\"");
+    w.set_env("IDENTITY_ENDPOINT", &endpoint);
+    w.set_env(
+        "IMDS_ENDPOINT",
+        endpoint.trim_end_matches("/metadata/identity/oauth2/token"),
+    );
+    clone_ok(&w);
+    assert!(!w.log().contains("arc-secret-key"));
+}

@@ -360,6 +360,84 @@ async fn client_credentials(
     })
 }
 
+/// Azure Arc: the first request is refused with `WWW-Authenticate: Basic realm=<key file>`;
+/// the file's content (readable only by privileged local users) authorizes the second.
+async fn arc(req: reqwest::RequestBuilder, endpoint: &str) -> Result<TokenSet, EntraError> {
+    let what = "Azure Arc identity endpoint";
+    let host = url::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default();
+    if !matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]") {
+        return Err(EntraError::Rejected(format!(
+            "the {what} must be on this machine (localhost), not '{host}'"
+        )));
+    }
+    let net = |e: reqwest::Error| EntraError::Transient(format!("cannot reach the {what}: {e}"));
+    let first = req
+        .try_clone()
+        .expect("a GET without a body clones")
+        .send()
+        .await
+        .map_err(net)?;
+    let realm = first
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("Basic realm="))
+        .map(|p| p.trim_matches('"').to_string());
+    let Some(key_file) = realm.filter(|_| first.status().as_u16() == 401) else {
+        return Err(EntraError::Rejected(format!(
+            "the {what} answered {} without its key-file challenge",
+            first.status()
+        )));
+    };
+    // Only a small `.key` file: never send an arbitrary file's content anywhere.
+    let meta = std::fs::metadata(&key_file).map_err(|e| {
+        EntraError::Rejected(format!("cannot read the Arc key file {key_file}: {e}"))
+    })?;
+    if !key_file.ends_with(".key") || meta.len() > 4096 {
+        return Err(EntraError::Rejected(format!(
+            "the {what} named {key_file}, which is not an Arc key file"
+        )));
+    }
+    let key = std::fs::read_to_string(&key_file).map_err(|e| {
+        EntraError::Rejected(format!("cannot read the Arc key file {key_file}: {e}"))
+    })?;
+    let resp = req
+        .header("Authorization", format!("Basic {}", key.trim()))
+        .send()
+        .await
+        .map_err(net)?;
+    if !resp.status().is_success() {
+        return Err(EntraError::Rejected(format!(
+            "the {what} answered {} to the key file's proof",
+            resp.status()
+        )));
+    }
+    mi_token(resp, what).await
+}
+
+/// Reads a managed-identity token answer.
+async fn mi_token(resp: reqwest::Response, what: &str) -> Result<TokenSet, EntraError> {
+    let t: MiToken = resp
+        .json()
+        .await
+        .map_err(|_| EntraError::Transient(format!("the {what}'s answer was not readable")))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let expires_in = number(&t.expires_in)
+        .or_else(|| number(&t.expires_on).map(|on| on.saturating_sub(now)))
+        .unwrap_or(3600);
+    Ok(TokenSet {
+        access: t.access_token,
+        refresh: None,
+        expires_in: Duration::from_secs(expires_in),
+    })
+}
+
 /// A managed-identity token answer: numbers arrive as strings.
 #[derive(Deserialize)]
 struct MiToken {
@@ -376,14 +454,18 @@ fn number(v: &Option<serde_json::Value>) -> Option<u64> {
     }
 }
 
-/// IMDS (Azure VMs), or App Service/Functions when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`
-/// are set. Retries 404/410/429/5xx with exponential back-off, as Microsoft documents for IMDS.
+/// IMDS (Azure VMs); App Service/Functions when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER`
+/// are set; Azure Arc when `IDENTITY_ENDPOINT` and `IMDS_ENDPOINT` are. Retries 404/410/429/5xx with exponential back-off, as Microsoft documents for IMDS.
 async fn managed_identity(
     http: &reqwest::Client,
     user_assigned: Option<&UserAssigned>,
 ) -> Result<TokenSet, EntraError> {
-    let (mut req, what) = match (env("IDENTITY_ENDPOINT"), env("IDENTITY_HEADER")) {
-        (Some(endpoint), Some(header)) => (
+    let (mut req, what) = match (
+        env("IDENTITY_ENDPOINT"),
+        env("IDENTITY_HEADER"),
+        env("IMDS_ENDPOINT"),
+    ) {
+        (Some(endpoint), Some(header), _) => (
             http.get(&endpoint)
                 .query(&[
                     ("api-version", "2019-08-01"),
@@ -392,6 +474,21 @@ async fn managed_identity(
                 .header("X-IDENTITY-HEADER", header),
             "App Service managed identity endpoint",
         ),
+        (Some(endpoint), None, Some(_)) => {
+            if user_assigned.is_some() {
+                return Err(EntraError::Rejected(
+                    "Azure Arc supports only the system-assigned identity".into(),
+                ));
+            }
+            let req = http
+                .get(&endpoint)
+                .query(&[
+                    ("api-version", "2020-06-01"),
+                    ("resource", AZURE_DEVOPS_RESOURCE),
+                ])
+                .header("Metadata", "true");
+            return arc(req, &endpoint).await;
+        }
         _ => {
             let base = env("AZURE_POD_IDENTITY_AUTHORITY_HOST").unwrap_or_else(|| IMDS.into());
             (
@@ -458,22 +555,7 @@ async fn managed_identity(
                 "the {what} answered {status}: {desc}"
             )));
         }
-        let t: MiToken = resp
-            .json()
-            .await
-            .map_err(|_| EntraError::Transient(format!("the {what}'s answer was not readable")))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let expires_in = number(&t.expires_in)
-            .or_else(|| number(&t.expires_on).map(|on| on.saturating_sub(now)))
-            .unwrap_or(3600);
-        return Ok(TokenSet {
-            access: t.access_token,
-            refresh: None,
-            expires_in: Duration::from_secs(expires_in),
-        });
+        return mi_token(resp, what).await;
     }
     Err(EntraError::Transient(format!(
         "the {what} stayed busy after 5 tries"
