@@ -48,6 +48,13 @@ pub struct IdentityConfig {
     pub resource_id: Option<String>,
     /// Service principal: a file holding the secret (else `AZURE_CLIENT_SECRET`).
     pub client_secret_file: Option<String>,
+    /// Service principal: a PEM file with the certificate and its RSA private key (else
+    /// `AZURE_CLIENT_CERTIFICATE_PATH`), used when there is no secret.
+    pub client_certificate_path: Option<String>,
+    /// Send the certificate chain (`x5c`) for subject-name/issuer authentication (else
+    /// `AZURE_CLIENT_SEND_CERTIFICATE_CHAIN`).
+    #[serde(default)]
+    pub send_certificate_chain: bool,
     /// Workload identity: the token file (else `AZURE_FEDERATED_TOKEN_FILE`).
     pub federated_token_file: Option<String>,
     /// Workload identity: `file`, `github-actions` or `azure-pipelines` (default: detected).

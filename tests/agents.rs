@@ -375,3 +375,82 @@ fn managed_identity_on_azure_arc_proves_itself_with_the_key_file() {
     clone_ok(&w);
     assert!(!w.log().contains("arc-secret-key"));
 }
+
+/// An RSA certificate and key made with openssl: (PEM with both, x5t#S256, PKCS#1 public key).
+fn certificate(w: &World) -> (std::path::PathBuf, String, Vec<u8>) {
+    let (key, cert) = (w.path("sp-key.pem"), w.path("sp-cert.pem"));
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out.stdout
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=agent",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    let der = run(&["x509", "-in", cert.to_str().unwrap(), "-outform", "DER"]);
+    let public = run(&[
+        "rsa",
+        "-in",
+        key.to_str().unwrap(),
+        "-RSAPublicKey_out",
+        "-outform",
+        "DER",
+    ]);
+    let thumb = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(ring::digest::digest(&ring::digest::SHA256, &der).as_ref());
+    let both = w.path("sp.pem");
+    let pem = format!(
+        "{}{}",
+        std::fs::read_to_string(&cert).unwrap(),
+        std::fs::read_to_string(&key).unwrap()
+    );
+    std::fs::write(&both, pem).unwrap();
+    (both, thumb, public)
+}
+
+#[test]
+fn service_principal_with_a_certificate() {
+    let mut w = World::new();
+    let (pem, thumb, public) = certificate(&w);
+    w.entra.add_certificate_app(APP, &thumb, &public);
+    configure(&w, "kind = \"service-principal\"");
+    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
+    w.set_env("AZURE_CLIENT_ID", APP);
+    w.set_env("AZURE_CLIENT_CERTIFICATE_PATH", pem.to_str().unwrap());
+    clone_ok(&w);
+    assert!(w.entra.stats().client_credentials_ok >= 1);
+    let status = text(&w.client(&["status"], "").stdout);
+    assert!(status.contains("(certificate "), "{status}");
+    // Another certificate (not registered) is refused with Entra's signature error.
+    let (other, _, _) = {
+        let w2 = World::new();
+        let c = certificate(&w2);
+        let p = w.path("other.pem");
+        std::fs::copy(&c.0, &p).unwrap();
+        (p, c.1, c.2)
+    };
+    std::fs::copy(&other, &pem).unwrap();
+    let input = format!(
+        "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={}\n",
+        w.ado.host(),
+        field(&w.get("contoso", true), "credential").unwrap()
+    );
+    ok(&w, &w.client(&["erase"], &input), "erase");
+    let err = failure(&w);
+    assert!(err.contains("AADSTS700027"), "{err}");
+}

@@ -37,12 +37,24 @@ pub enum MachineIdentity {
     ServicePrincipal {
         tenant: String,
         client_id: String,
-        secret: Secret,
+        credential: SpCredential,
     },
     Workload {
         tenant: String,
         client_id: String,
         source: AssertionSource,
+    },
+}
+
+/// How a service principal proves itself.
+#[derive(Debug, Clone)]
+pub enum SpCredential {
+    Secret(Secret),
+    /// A PEM file with the certificate (first) and its RSA private key; read at every
+    /// exchange, so a renewed certificate is picked up.
+    Certificate {
+        path: PathBuf,
+        send_chain: bool,
     },
 }
 
@@ -95,19 +107,39 @@ impl MachineIdentity {
                 let tenant = need(cfg.tenant.clone(), "tenant", "AZURE_TENANT_ID")?;
                 let client_id = need(cfg.client_id.clone(), "client_id", "AZURE_CLIENT_ID")?;
                 let secret = match &cfg.client_secret_file {
-                    Some(f) => std::fs::read_to_string(f)
-                        .map(|s| s.trim().to_string())
-                        .map_err(|e| {
-                            format!("identity '{name}': cannot read client_secret_file {f}: {e}")
-                        })?,
-                    None => env("AZURE_CLIENT_SECRET").ok_or_else(|| {
-                        format!("identity '{name}' needs a client secret: set AZURE_CLIENT_SECRET, or client_secret_file under [identities.{name}]")
-                    })?,
+                    Some(f) => Some(
+                        std::fs::read_to_string(f)
+                            .map(|s| s.trim().to_string())
+                            .map_err(|e| {
+                                format!(
+                                    "identity '{name}': cannot read client_secret_file {f}: {e}"
+                                )
+                            })?,
+                    ),
+                    None => env("AZURE_CLIENT_SECRET"),
+                };
+                let certificate = cfg
+                    .client_certificate_path
+                    .clone()
+                    .or_else(|| env("AZURE_CLIENT_CERTIFICATE_PATH"));
+                let credential = match (secret, certificate) {
+                    (Some(s), _) => SpCredential::Secret(Secret::new(s)),
+                    (None, Some(path)) => SpCredential::Certificate {
+                        path: PathBuf::from(path),
+                        send_chain: cfg.send_certificate_chain
+                            || env("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+                                .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
+                    },
+                    (None, None) => {
+                        return Err(format!(
+                            "identity '{name}' needs a client secret or certificate: set AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH (or client_secret_file / client_certificate_path under [identities.{name}])"
+                        ));
+                    }
                 };
                 Ok(MachineIdentity::ServicePrincipal {
                     tenant,
                     client_id,
-                    secret: Secret::new(secret),
+                    credential,
                 })
             }
             "workload-identity" => {
@@ -190,9 +222,17 @@ impl MachineIdentity {
                 Some(UserAssigned::Object(o)) => format!("managed identity (object id {o})"),
                 Some(UserAssigned::Resource(r)) => format!("managed identity ({r})"),
             },
-            MachineIdentity::ServicePrincipal { client_id, .. } => {
-                format!("service principal {client_id} (client secret)")
-            }
+            MachineIdentity::ServicePrincipal {
+                client_id,
+                credential,
+                ..
+            } => match credential {
+                SpCredential::Secret(_) => format!("service principal {client_id} (client secret)"),
+                SpCredential::Certificate { path, .. } => format!(
+                    "service principal {client_id} (certificate {})",
+                    path.display()
+                ),
+            },
             MachineIdentity::Workload {
                 client_id, source, ..
             } => match source {
@@ -231,8 +271,19 @@ impl MachineIdentity {
             MachineIdentity::ServicePrincipal {
                 tenant,
                 client_id,
-                secret,
-            } => client_credentials(http, authority, tenant, client_id, Some(secret), None).await,
+                credential,
+            } => match credential {
+                SpCredential::Secret(secret) => {
+                    client_credentials(http, authority, tenant, client_id, Some(secret), None).await
+                }
+                SpCredential::Certificate { path, send_chain } => {
+                    let aud = format!("{authority}/{tenant}/oauth2/v2.0/token");
+                    let assertion = certificate_assertion(path, client_id, &aud, *send_chain)
+                        .map_err(EntraError::Rejected)?;
+                    client_credentials(http, authority, tenant, client_id, None, Some(&assertion))
+                        .await
+                }
+            },
             MachineIdentity::Workload {
                 tenant,
                 client_id,
@@ -319,6 +370,78 @@ async fn federated_token(
             Ok(t.oidc_token)
         }
     }
+}
+
+/// A client assertion signed with the certificate's RSA key (RS256): header with the
+/// certificate's `x5t#S256` and `x5t` thumbprints (and `x5c` chain on request); `aud` is the
+/// token endpoint, `iss` = `sub` = the client id, valid for ten minutes.
+fn certificate_assertion(
+    path: &std::path::Path,
+    client_id: &str,
+    aud: &str,
+    send_chain: bool,
+) -> Result<Secret, String> {
+    use base64::Engine;
+    use ring::{digest, rand, signature};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let shown = path.display();
+    let pem =
+        std::fs::read(path).map_err(|e| format!("cannot read the certificate {shown}: {e}"))?;
+    let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{shown} is not a PEM certificate file: {e}"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| format!("{shown} holds no certificate"))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
+        format!("{shown} holds no private key (PEM with the certificate and its key)")
+    })?;
+    let key_pair = match &key {
+        PrivateKeyDer::Pkcs8(k) => signature::RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(k) => signature::RsaKeyPair::from_der(k.secret_pkcs1_der()),
+        _ => return Err(format!("the key in {shown} is not an RSA key")),
+    }
+    .map_err(|e| format!("the key in {shown} is not a usable RSA key: {e}"))?;
+    let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let mut header = serde_json::json!({
+        "alg": "RS256",
+        "typ": "JWT",
+        "x5t#S256": b64url(digest::digest(&digest::SHA256, leaf).as_ref()),
+        "x5t": b64url(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, leaf).as_ref()),
+    });
+    if send_chain {
+        header["x5c"] = certs
+            .iter()
+            .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
+            .collect();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let rng = rand::SystemRandom::new();
+    let mut jti = [0u8; 16];
+    rand::SecureRandom::fill(&rng, &mut jti).map_err(|_| "no randomness".to_string())?;
+    let payload = serde_json::json!({
+        "aud": aud, "iss": client_id, "sub": client_id,
+        "jti": b64url(&jti), "nbf": now, "iat": now, "exp": now + 600,
+    });
+    let input = format!(
+        "{}.{}",
+        b64url(header.to_string().as_bytes()),
+        b64url(payload.to_string().as_bytes())
+    );
+    let mut sig = vec![0u8; key_pair.public().modulus_len()];
+    key_pair
+        .sign(
+            &signature::RSA_PKCS1_SHA256,
+            &rng,
+            input.as_bytes(),
+            &mut sig,
+        )
+        .map_err(|_| format!("signing with the key in {shown} failed"))?;
+    Ok(Secret::new(format!("{input}.{}", b64url(&sig))))
 }
 
 /// Entra's client-credentials grant with a secret or a client assertion.

@@ -174,6 +174,8 @@ struct App {
     secret: Option<String>,
     /// Subjects of its federated identity credentials (audience `api://AzureADTokenExchange`).
     federated_subjects: Vec<String>,
+    /// Certificate credentials: `x5t#S256` thumbprint and RSA public key (PKCS#1 DER).
+    certificates: Vec<(String, Vec<u8>)>,
 }
 
 struct Settings {
@@ -337,6 +339,19 @@ impl MockEntra {
     /// it again replaces the secret and keeps federated credentials.
     pub fn add_app(&self, client_id: &str, secret: Option<&str>) {
         self.with(|s| s.apps.entry(client_id.into()).or_default().secret = secret.map(Into::into))
+    }
+
+    /// Registers an app (or adds to one) a certificate credential: a client assertion whose
+    /// header names this `x5t#S256` thumbprint must be signed (RS256) by the matching key,
+    /// with `aud` = the token endpoint, `iss` = `sub` = the client id, and within its time.
+    pub fn add_certificate_app(&self, client_id: &str, x5t_s256: &str, rsa_public_key_der: &[u8]) {
+        self.with(|s| {
+            s.apps
+                .entry(client_id.into())
+                .or_default()
+                .certificates
+                .push((x5t_s256.into(), rsa_public_key_der.to_vec()))
+        })
     }
 
     /// Registers an app (or adds to one) a federated identity credential: a client
@@ -540,6 +555,9 @@ fn message(error: &str, code: u32, arg: &str) -> String {
         7000215 => "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.",
         7000218 => "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
         700024 => "Client assertion is not within its valid time range. {}",
+        700027 => "Client assertion failed signature validation. {}",
+        700021 => "Client assertion application identifier doesn't match 'client_id' parameter. {}",
+        50012 => "Authentication failed. The audience of the client assertion is not the token endpoint: {}",
         700212 => "No matching federated identity record found for presented assertion audience '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
         700213 => "No matching federated identity record found for presented assertion subject '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
         90011 => "Unexpected client assertion type '{}'.",
@@ -660,7 +678,13 @@ impl State {
                 Some(JWT_BEARER_ASSERTION) => {}
                 Some(other) => return aad("invalid_request", 90011, other),
             }
-            if let Some(refused) = check_federated_assertion(app, assertion) {
+            let refused =
+                if assertion_header(assertion).is_some_and(|h| h.get("x5t#S256").is_some()) {
+                    check_certificate_assertion(app, client_id, tenant, assertion)
+                } else {
+                    check_federated_assertion(app, assertion)
+                };
+            if let Some(refused) = refused {
                 return refused;
             }
         } else {
@@ -994,6 +1018,71 @@ impl State {
         }
         json_response(200, &body)
     }
+}
+
+/// The decoded JSON header of a JWT, if it is one.
+fn assertion_header(jwt: &str) -> Option<Value> {
+    let h = jwt.split('.').next()?;
+    let bytes = URL_SAFE_NO_PAD.decode(h.trim_end_matches('=')).ok()?;
+    serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .filter(Value::is_object)
+}
+
+/// Checks a certificate client assertion: the thumbprint names a registered certificate
+/// whose key verifies the RS256 signature; `aud` is this tenant's token endpoint; `iss` and
+/// `sub` are the client id; within its time. `Some` is the refusal.
+fn check_certificate_assertion(
+    app: &App,
+    client_id: &str,
+    tenant: &str,
+    jwt: &str,
+) -> Option<Resp> {
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return Some(aad("invalid_request", 50027, ""));
+    }
+    let header = assertion_header(jwt)?;
+    let claims: Value = URL_SAFE_NO_PAD
+        .decode(parts[1])
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let thumb = header["x5t#S256"].as_str().unwrap_or_default();
+    let Some((_, key)) = app.certificates.iter().find(|(t, _)| t == thumb) else {
+        return Some(aad(
+            "invalid_client",
+            700027,
+            &format!("Key was not found: x5t#S256 {thumb}"),
+        ));
+    };
+    if header["alg"] != "RS256" {
+        return Some(aad("invalid_client", 700027, "alg must be RS256"));
+    }
+    let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap_or_default();
+    let input = format!("{}.{}", parts[0], parts[1]);
+    let verified =
+        ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
+            .verify(input.as_bytes(), &sig);
+    if verified.is_err() {
+        return Some(aad(
+            "invalid_client",
+            700027,
+            "The signature does not verify.",
+        ));
+    }
+    if claims["iss"] != client_id || claims["sub"] != client_id {
+        return Some(aad("invalid_client", 700021, client_id));
+    }
+    let aud = claims["aud"].as_str().unwrap_or_default();
+    if !aud.ends_with(&format!("/{tenant}/oauth2/v2.0/token")) || !aud.starts_with("https://") {
+        return Some(aad("invalid_client", 50012, aud));
+    }
+    let now = unix_now();
+    if claims["exp"].as_u64().is_none_or(|e| e <= now) {
+        return Some(aad("invalid_client", 700024, "expired"));
+    }
+    None
 }
 
 /// Checks a federated client assertion: a JWT (signature not checked) that is within its
