@@ -362,8 +362,14 @@ fn arc_endpoint(key_file: std::path::PathBuf, key: &'static str, token: String) 
 #[test]
 fn managed_identity_on_azure_arc_proves_itself_with_the_key_file() {
     let mut w = World::new();
-    let key_file = w.path("arc-3f2e.key");
+    let tokens = w.path("azcmagent-tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let key_file = tokens.join("3f2e.key");
     std::fs::write(&key_file, "arc-secret-key").unwrap();
+    w.set_env(
+        "GIT_CREDENTIAL_AZDO_ARC_TOKENS_DIR",
+        tokens.to_str().unwrap(),
+    );
     let (token, _) = w.entra.mint_app_token(APP, MockEntra::HOME_TENANT);
     let endpoint = arc_endpoint(key_file, "arc-secret-key", token);
     configure(&w, "kind = \"managed-identity\"");
@@ -453,4 +459,27 @@ fn service_principal_with_a_certificate() {
     ok(&w, &w.client(&["erase"], &input), "erase");
     let err = failure(&w);
     assert!(err.contains("AADSTS700027"), "{err}");
+}
+
+#[test]
+fn an_arc_challenge_naming_a_file_outside_the_token_directory_is_refused() {
+    let mut w = World::new();
+    let tokens = w.path("azcmagent-tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    w.set_env(
+        "GIT_CREDENTIAL_AZDO_ARC_TOKENS_DIR",
+        tokens.to_str().unwrap(),
+    );
+    // A stand-in on the Arc port names some other file that happens to end in .key.
+    let elsewhere = w.path("home/server.key");
+    std::fs::write(&elsewhere, "private").unwrap();
+    let endpoint = arc_endpoint(elsewhere, "private", "unused".into());
+    configure(&w, "kind = \"managed-identity\"");
+    w.set_env("IDENTITY_ENDPOINT", &endpoint);
+    w.set_env(
+        "IMDS_ENDPOINT",
+        endpoint.trim_end_matches("/metadata/identity/oauth2/token"),
+    );
+    let err = failure(&w);
+    assert!(err.contains("not an Arc key file"), "{err}");
 }

@@ -75,6 +75,10 @@ fn browser_command() -> Option<String> {
     if let Some(b) = var("BROWSER") {
         return b.split(':').next().map(str::to_string);
     }
+    // Over SSH a local opener would open a browser on the wrong machine.
+    if var("SSH_CONNECTION").is_some() || var("SSH_TTY").is_some() {
+        return None;
+    }
     if cfg!(target_os = "macos") {
         return Some("open".into());
     }

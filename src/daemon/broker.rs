@@ -22,6 +22,8 @@ use tokio::sync::{Notify, watch};
 const STORE_LIMIT: Duration = Duration::from_secs(5);
 /// Longest back-off after Azure DevOps refuses fresh tokens again and again.
 const MAX_DENIED_BACKOFF: Duration = Duration::from_secs(300);
+/// Longest a machine identity may take to produce a token (the client waits 45 s).
+const MACHINE_LIMIT: Duration = Duration::from_secs(35);
 /// A token refused within this time of the previous refusal was its replacement.
 const REPLACEMENT_WINDOW_MS: u64 = 5 * 60 * 1000;
 /// The refresher wakes at least this often, so a suspended laptop refreshes soon after it
@@ -174,6 +176,7 @@ impl Broker {
             .collect();
         let direct = reqwest::Client::builder()
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
@@ -329,10 +332,18 @@ impl Broker {
         };
         if let Source::Machine(identity) = &slot.source {
             tracing::debug!(account = %slot.id, ahead = background, "acquiring a machine-identity token");
-            return match identity
-                .acquire(&self.http, &self.direct, self.entra.authority())
+            // Bounded well below the client's deadline, retries included.
+            let acquire = identity.acquire(&self.http, &self.direct, self.entra.authority());
+            let result = tokio::time::timeout(MACHINE_LIMIT, acquire)
                 .await
-            {
+                .unwrap_or_else(|_| {
+                    Err(EntraError::Transient(format!(
+                        "{} did not give a token within {} seconds",
+                        identity.describe(),
+                        MACHINE_LIMIT.as_secs()
+                    )))
+                });
+            return match result {
                 Ok(set) => Ok(self.install(slot, set, false).await),
                 Err(e) if e.is_transient() => {
                     Err(self.failed(slot, ErrorKind::Unavailable, e.to_string()))
@@ -503,14 +514,21 @@ impl Broker {
                     Ok(i) => i,
                     Err(e) => return Some(Err(e)),
                 };
-                tracing::info!(org, identity = %identity.describe(), "using a machine identity");
-                let tenant = identity.tenant().to_string();
-                self.new_slot(
-                    &id,
-                    &tenant,
-                    SlotState::default(),
-                    Source::Machine(identity),
-                )
+                // Another first `get` may have made it meanwhile: keep that one.
+                let raced = self.slots.lock().unwrap().get(&id).cloned();
+                match raced {
+                    Some(s) => s,
+                    None => {
+                        tracing::info!(org, identity = %identity.describe(), "using a machine identity");
+                        let tenant = identity.tenant().to_string();
+                        self.new_slot(
+                            &id,
+                            &tenant,
+                            SlotState::default(),
+                            Source::Machine(identity),
+                        )
+                    }
+                }
             }
         };
         self.index
@@ -658,7 +676,8 @@ impl Broker {
             };
             tokio::spawn(async move {
                 let mut outcome = None;
-                let done = loopback::wait_for_redirect(listener, timeout, |r| async {
+                let state = sign_in.state.clone();
+                let done = loopback::wait_for_redirect(listener, timeout, &state, |r| async {
                     let (result, page) = this
                         .complete_browser(&org, &host, &tenant, sign_in, r)
                         .await;
@@ -1077,28 +1096,37 @@ impl Broker {
             };
             let url = format!("{base}/_apis/connectionData");
             let resp = self.http.get(&url).bearer_auth(token.expose()).send().await;
-            checks.push(match resp {
-                Ok(r) if r.status().is_success() => {
-                    let who = r
-                        .json::<serde_json::Value>()
-                        .await
-                        .ok()
-                        .and_then(|v| {
-                            v["authenticatedUser"]["providerDisplayName"]
-                                .as_str()
-                                .map(str::to_string)
-                        })
-                        .unwrap_or_else(|| "?".into());
-                    Check::pass(name, format!("Azure DevOps accepts the token (as {who})"))
-                }
-                Ok(r) => Check::fail(
+            let user = match resp {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .filter(|v| v["authenticatedUser"]["id"].is_string())
+                    .map(|v| {
+                        v["authenticatedUser"]["providerDisplayName"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_string()
+                    })
+                    .ok_or(None),
+                Ok(r) => Err(Some(Ok(r.status()))),
+                Err(e) => Err(Some(Err(e))),
+            };
+            checks.push(match user {
+                Ok(who) => Check::pass(name, format!("Azure DevOps accepts the token (as {who})")),
+                Err(None) => Check::fail(
                     name,
-                    format!("Azure DevOps answered {} to {url}", r.status()),
+                    format!("{url} did not answer with the signed-in user (a sign-in page, or a proxy's page?)"),
+                    format!("git-credential-azdo login --org {org}, and check the proxy"),
+                ),
+                Err(Some(Ok(status))) => Check::fail(
+                    name,
+                    format!("Azure DevOps answered {status} to {url}"),
                     format!(
                         "check the account's access to {org}, or sign in with another: git-credential-azdo login --org {org}"
                     ),
                 ),
-                Err(e) => Check::fail(
+                Err(Some(Err(e))) => Check::fail(
                     name,
                     format!("cannot reach {url} {via}: {e}"),
                     "check the network and the proxy setting",
@@ -1111,6 +1139,13 @@ impl Broker {
     /// Any HTTP answer proves the host is reachable with working TLS.
     async fn reachable(&self, what: &str, url: &str, via: &str) -> Check {
         match self.http.get(url).send().await {
+            Ok(r) if r.status() == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+                Check::fail(
+                    what,
+                    format!("the proxy wants credentials for {url}"),
+                    "put the proxy's credentials in the proxy URL of the configuration",
+                )
+            }
             Ok(r) => Check::pass(
                 what,
                 format!("{url} answered {} {via}", r.status().as_u16()),

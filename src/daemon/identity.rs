@@ -519,7 +519,14 @@ async fn arc(req: reqwest::RequestBuilder, endpoint: &str) -> Result<TokenSet, E
     let meta = std::fs::metadata(&key_file).map_err(|e| {
         EntraError::Rejected(format!("cannot read the Arc key file {key_file}: {e}"))
     })?;
-    if !key_file.ends_with(".key") || meta.len() > 4096 {
+    let dir = env("GIT_CREDENTIAL_AZDO_ARC_TOKENS_DIR")
+        .unwrap_or_else(|| "/var/opt/azcmagent/tokens".into());
+    let in_dir = std::fs::canonicalize(&key_file)
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
+        .zip(std::fs::canonicalize(&dir).ok())
+        .is_some_and(|(parent, dir)| parent == dir);
+    if !key_file.ends_with(".key") || meta.len() > 4096 || !in_dir {
         return Err(EntraError::Rejected(format!(
             "the {what} named {key_file}, which is not an Arc key file"
         )));
@@ -629,9 +636,12 @@ async fn managed_identity(
         }
     };
     if let Some(u) = user_assigned {
+        let app_service = what.starts_with("App Service");
         let (k, v) = match u {
             UserAssigned::Client(c) => ("client_id", c),
             UserAssigned::Object(o) => ("object_id", o),
+            // IMDS calls it msi_res_id; App Service (2019-08-01) mi_res_id.
+            UserAssigned::Resource(r) if app_service => ("mi_res_id", r),
             UserAssigned::Resource(r) => ("msi_res_id", r),
         };
         req = req.query(&[(k, v)]);

@@ -77,6 +77,7 @@ fn parse(query: &str) -> Redirect {
 pub async fn wait_for_redirect<F, Fut>(
     listener: TcpListener,
     deadline: Duration,
+    state: &str,
     complete: F,
 ) -> Option<()>
 where
@@ -85,18 +86,28 @@ where
 {
     let (tx, mut rx) = mpsc::channel::<Handoff>(1);
     let tx = Arc::new(Mutex::new(Some(tx)));
+    let state: Arc<str> = Arc::from(state);
+    let mut connections = tokio::task::JoinSet::new();
     let accept = async {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
             };
-            let tx = tx.clone();
-            tokio::spawn(async move {
+            let (tx, state) = (tx.clone(), state.clone());
+            connections.spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let tx = tx.clone();
-                    async move { Ok::<_, hyper::Error>(answer(req, tx).await) }
+                    let (tx, state) = (tx.clone(), state.clone());
+                    async move { Ok::<_, hyper::Error>(answer(req, tx, &state).await) }
                 });
+                // One request per connection, and a slow client cannot hold one open.
                 let _ = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .keep_alive(false)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
@@ -107,17 +118,22 @@ where
         _ = accept => None,
         _ = tokio::time::sleep(deadline) => None,
     };
-    let (redirect, reply) = handoff?;
+    let Some((redirect, reply)) = handoff else {
+        connections.abort_all();
+        return None;
+    };
     let page = complete(redirect).await;
     let _ = reply.send(page);
-    // Let the connection task write the page before the listener goes.
+    // Let the connection task write the page, then close everything.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    connections.abort_all();
     Some(())
 }
 
 async fn answer(
     req: Request<Incoming>,
     tx: Arc<Mutex<Option<mpsc::Sender<Handoff>>>>,
+    state: &str,
 ) -> Response<Full<Bytes>> {
     let respond = |status: StatusCode, body: String| {
         Response::builder()
@@ -130,6 +146,16 @@ async fn answer(
     let redirect = parse(req.uri().query().unwrap_or(""));
     if req.uri().path() != "/" || (redirect.code.is_none() && redirect.error.is_none()) {
         return respond(StatusCode::NOT_FOUND, "not found".into());
+    }
+    // A request that is not this sign-in's (another page or process guessing the port) is
+    // refused and the sign-in keeps waiting for the real redirect.
+    if redirect.state.as_deref() != Some(state) {
+        let page = Page {
+            ok: false,
+            title: "Sign-in failed".into(),
+            text: "state mismatch: this answer does not belong to the sign-in in progress".into(),
+        };
+        return respond(StatusCode::BAD_REQUEST, page.html());
     }
     // Only the first redirect is taken; a reload finds the sign-in already handled.
     let Some(sender) = tx.lock().unwrap().take() else {
