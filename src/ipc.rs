@@ -7,6 +7,25 @@ use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 
+/// The environment variables that configure machine identities, sent with each `get`.
+pub const IDENTITY_VARS: [&str; 15] = [
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    "IDENTITY_ENDPOINT",
+    "IDENTITY_HEADER",
+    "IMDS_ENDPOINT",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+    "SYSTEM_OIDCREQUESTURI",
+    "SYSTEM_ACCESSTOKEN",
+    "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
+];
+
 /// Bumped when a message changes incompatibly. A client and daemon of different *package*
 /// versions never talk past the version check: the client replaces the daemon.
 pub const PROTOCOL: u32 = 1;
@@ -30,6 +49,10 @@ pub enum Request {
         host: String,
         #[serde(default)]
         wwwauth: Vec<String>,
+        /// The caller's machine-identity variables (azure-identity's and the CI systems'),
+        /// so a daemon started elsewhere uses this job's identity.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        env: std::collections::BTreeMap<String, Secret>,
     },
     /// git says Azure DevOps refused `token`.
     Erase {
@@ -277,6 +300,7 @@ mod tests {
                 org: "o".into(),
                 host: "dev.azure.com".into(),
                 wwwauth: vec![],
+                env: [("SYSTEM_ACCESSTOKEN".to_string(), Secret::new("job-token"))].into(),
             },
         };
         let mut buf = Vec::new();
@@ -284,6 +308,10 @@ mod tests {
         assert!(buf.ends_with(b"\n"));
         let back: RequestEnvelope = read_message(&buf[..]).unwrap();
         assert!(matches!(back.request, Request::Get { ref org, .. } if org == "o"));
+        assert!(
+            !format!("{back:?}").contains("job-token"),
+            "Debug redacts the variables"
+        );
     }
 
     #[test]

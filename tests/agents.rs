@@ -72,8 +72,8 @@ fn service_principal_misconfigurations_are_one_line() {
     // Missing variable.
     let err = failure(&w);
     assert!(err.contains("AZURE_CLIENT_SECRET"), "{err}");
-    // Wrong secret: Entra's code, and no secret in the message.
-    w.client(&["stop"], "");
+    // Wrong secret: Entra's code, and no secret in the message. (The running daemon takes
+    // the new variable from this request: no restart.)
     w.set_env("AZURE_CLIENT_SECRET", "wrong-secret");
     let err = failure(&w);
     assert!(err.contains("AADSTS7000215"), "{err}");
@@ -300,7 +300,8 @@ fn workload_identity_in_azure_pipelines() {
     // Without the job's access token: one line naming the variable.
     let err = failure(&w);
     assert!(err.contains("SYSTEM_ACCESSTOKEN"), "{err}");
-    w.client(&["stop"], "");
+    // The next step maps it: the same daemon serves it with that step's variables.
+    let pid = w.daemon_pid();
     w.set_env("SYSTEM_ACCESSTOKEN", "system-access-token");
     clone_ok(&w);
     let req = seen.lock().unwrap()[0].clone();
@@ -310,6 +311,7 @@ fn workload_identity_in_azure_pipelines() {
         "{req}"
     );
     assert!(req.contains("api-version=7.1"), "{req}");
+    assert_eq!(w.daemon_pid(), pid, "no daemon restart was needed");
 }
 
 /// A local Azure Arc identity endpoint (plain HTTP): refuses with the key file's path, then

@@ -84,10 +84,18 @@ pub fn credential_op(
 }
 
 fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+    let env = crate::ipc::IDENTITY_VARS
+        .iter()
+        .filter_map(|k| {
+            let v = std::env::var(k).ok().filter(|v| !v.is_empty())?;
+            Some((k.to_string(), crate::secret::Secret::new(v)))
+        })
+        .collect();
     let req = Request::Get {
         org: target.org.clone(),
         host: target.host.clone(),
         wwwauth: cred.wwwauth.clone(),
+        env,
     };
     let mut resp = call(&req, GET_DEADLINE);
     if let Ok(Response::Error {

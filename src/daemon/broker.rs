@@ -13,7 +13,7 @@ use super::store::{AccountRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
 use crate::ipc::{AccountView, Check, ErrorKind, OrgStatus, Response, StatusView};
 use crate::secret::Secret;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -445,10 +445,13 @@ impl Broker {
     }
 
     /// Answers `get`: the cached token when usable, else one shared refresh.
-    pub async fn get(self: &Arc<Self>, org: &str) -> Response {
-        let slot = match self.slot_for_org(org) {
+    pub async fn get(self: &Arc<Self>, org: &str, env: &BTreeMap<String, Secret>) -> Response {
+        let slot = match self
+            .slot_for_org(org)
+            .filter(|s| matches!(s.source, Source::User))
+        {
             Some(s) => s,
-            None => match self.machine_slot(org) {
+            None => match self.machine_slot(org, env) {
                 Some(Ok(s)) => s,
                 Some(Err(message)) => return err(ErrorKind::Misconfigured, message),
                 None => {
@@ -497,9 +500,19 @@ impl Broker {
 
     /// The machine identity configured for an organization with no signed-in account, with
     /// its slot created on first use. `None` when none is configured.
-    fn machine_slot(self: &Arc<Self>, org: &str) -> Option<Result<Arc<Slot>, String>> {
+    fn machine_slot(
+        self: &Arc<Self>,
+        org: &str,
+        env: &BTreeMap<String, Secret>,
+    ) -> Option<Result<Arc<Slot>, String>> {
         let name = self.config.identity_for(org)?.to_string();
-        let id = format!("identity:{name}");
+        // One slot per identity and per set of variables the caller brought: a job with
+        // other credentials (a new SYSTEM_ACCESSTOKEN, say) gets tokens of its own.
+        let mut h = std::hash::DefaultHasher::new();
+        for (k, v) in env {
+            std::hash::Hash::hash(&(k, v.expose()), &mut h);
+        }
+        let id = format!("identity:{name}:{:016x}", std::hash::Hasher::finish(&h));
         let existing = self.slots.lock().unwrap().get(&id).cloned();
         let slot = match existing {
             Some(s) => s,
@@ -510,7 +523,13 @@ impl Broker {
                         crate::paths::config_path().display()
                     )));
                 };
-                let identity = match MachineIdentity::resolve(&name, cfg) {
+                // The caller's variables first, then the daemon's own (systemd, launchd).
+                let lookup = |k: &str| {
+                    env.get(k)
+                        .map(|v| v.expose().to_string())
+                        .or_else(|| std::env::var(k).ok())
+                };
+                let identity = match MachineIdentity::resolve(&name, cfg, &lookup) {
                     Ok(i) => i,
                     Err(e) => return Some(Err(e)),
                 };
@@ -1082,7 +1101,7 @@ impl Broker {
         for (org, host) in bindings {
             let base = discovery::probe_url(&host, &org);
             let name = format!("organization {org}");
-            let token = match self.get(&org).await {
+            let token = match self.get(&org, &BTreeMap::new()).await {
                 Response::Token { token, .. } => token,
                 Response::Error { message, .. } => {
                     checks.push(Check::fail(

@@ -33,6 +33,7 @@ pub enum UserAssigned {
 pub enum MachineIdentity {
     ManagedIdentity {
         user_assigned: Option<UserAssigned>,
+        endpoint: MiEndpoint,
     },
     ServicePrincipal {
         tenant: String,
@@ -44,6 +45,15 @@ pub enum MachineIdentity {
         client_id: String,
         source: AssertionSource,
     },
+}
+
+/// Where a managed identity asks, from the variables the platform sets.
+#[derive(Debug, Clone, Default)]
+pub struct MiEndpoint {
+    identity_endpoint: Option<String>,
+    identity_header: Option<Secret>,
+    imds_endpoint: Option<String>,
+    pod_authority: Option<String>,
 }
 
 /// How a service principal proves itself.
@@ -82,7 +92,12 @@ fn env(name: &str) -> Option<String> {
 
 impl MachineIdentity {
     /// Builds an identity from its configuration and azure-identity's environment variables.
-    pub fn resolve(name: &str, cfg: &IdentityConfig) -> Result<MachineIdentity, String> {
+    pub fn resolve(
+        name: &str,
+        cfg: &IdentityConfig,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<MachineIdentity, String> {
+        let env = |k: &str| lookup(k).filter(|v| !v.is_empty());
         let need = |value: Option<String>, key: &str, var: &str| {
             value.or_else(|| env(var)).ok_or_else(|| {
                 format!("identity '{name}' needs {key}: set {var}, or {key} under [identities.{name}] in the configuration")
@@ -101,7 +116,15 @@ impl MachineIdentity {
                         ));
                     }
                 };
-                Ok(MachineIdentity::ManagedIdentity { user_assigned })
+                Ok(MachineIdentity::ManagedIdentity {
+                    user_assigned,
+                    endpoint: MiEndpoint {
+                        identity_endpoint: env("IDENTITY_ENDPOINT"),
+                        identity_header: env("IDENTITY_HEADER").map(Secret::new),
+                        imds_endpoint: env("IMDS_ENDPOINT"),
+                        pod_authority: env("AZURE_POD_IDENTITY_AUTHORITY_HOST"),
+                    },
+                })
             }
             "service-principal" => {
                 let tenant = need(cfg.tenant.clone(), "tenant", "AZURE_TENANT_ID")?;
@@ -216,7 +239,7 @@ impl MachineIdentity {
     /// For `status`: the kind and who.
     pub fn describe(&self) -> String {
         match self {
-            MachineIdentity::ManagedIdentity { user_assigned } => match user_assigned {
+            MachineIdentity::ManagedIdentity { user_assigned, .. } => match user_assigned {
                 None => "managed identity (system-assigned)".into(),
                 Some(UserAssigned::Client(c)) => format!("managed identity (client id {c})"),
                 Some(UserAssigned::Object(o)) => format!("managed identity (object id {o})"),
@@ -265,9 +288,10 @@ impl MachineIdentity {
         authority: &str,
     ) -> Result<TokenSet, EntraError> {
         match self {
-            MachineIdentity::ManagedIdentity { user_assigned } => {
-                managed_identity(direct, user_assigned.as_ref()).await
-            }
+            MachineIdentity::ManagedIdentity {
+                user_assigned,
+                endpoint,
+            } => managed_identity(direct, user_assigned.as_ref(), endpoint).await,
             MachineIdentity::ServicePrincipal {
                 tenant,
                 client_id,
@@ -589,11 +613,12 @@ fn number(v: &Option<serde_json::Value>) -> Option<u64> {
 async fn managed_identity(
     http: &reqwest::Client,
     user_assigned: Option<&UserAssigned>,
+    at: &MiEndpoint,
 ) -> Result<TokenSet, EntraError> {
     let (mut req, what) = match (
-        env("IDENTITY_ENDPOINT"),
-        env("IDENTITY_HEADER"),
-        env("IMDS_ENDPOINT"),
+        at.identity_endpoint.clone(),
+        at.identity_header.as_ref().map(|h| h.expose().to_string()),
+        at.imds_endpoint.as_ref(),
     ) {
         (Some(endpoint), Some(header), _) => (
             http.get(&endpoint)
@@ -620,7 +645,7 @@ async fn managed_identity(
             return arc(req, &endpoint).await;
         }
         _ => {
-            let base = env("AZURE_POD_IDENTITY_AUTHORITY_HOST").unwrap_or_else(|| IMDS.into());
+            let base = at.pod_authority.clone().unwrap_or_else(|| IMDS.into());
             (
                 http.get(format!(
                     "{}/metadata/identity/oauth2/token",
