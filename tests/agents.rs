@@ -31,6 +31,16 @@ fn clone_ok(w: &World) {
     assert_eq!(w.entra.stats().devicecode_requests, 0, "no sign-in");
 }
 
+/// Has git report the current token as refused, so the next `get` needs a new one.
+fn erase_current(w: &World) {
+    let input = format!(
+        "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={}\n",
+        w.ado.host(),
+        field(&w.get("contoso", true), "credential").unwrap()
+    );
+    ok(w, &w.client(&["erase"], &input), "erase");
+}
+
 /// The one line git shows when the identity cannot work.
 fn failure(w: &World) -> String {
     let out = w.get("contoso", true);
@@ -110,12 +120,7 @@ fn workload_identity_re_reads_its_token_file() {
     clone_ok(&w);
     // The file is re-read at each exchange: a token with the wrong subject now fails.
     write_token("system:serviceaccount:other:agent");
-    let input = format!(
-        "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={}\n",
-        w.ado.host(),
-        field(&w.get("contoso", true), "credential").unwrap()
-    );
-    ok(&w, &w.client(&["erase"], &input), "erase");
+    erase_current(&w);
     let err = failure(&w);
     assert!(err.contains("AADSTS700213"), "{err}");
 }
@@ -453,12 +458,7 @@ fn service_principal_with_a_certificate() {
         (p, c.1, c.2)
     };
     std::fs::copy(&other, &pem).unwrap();
-    let input = format!(
-        "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={}\n",
-        w.ado.host(),
-        field(&w.get("contoso", true), "credential").unwrap()
-    );
-    ok(&w, &w.client(&["erase"], &input), "erase");
+    erase_current(&w);
     let err = failure(&w);
     assert!(err.contains("AADSTS700027"), "{err}");
 }
