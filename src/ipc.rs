@@ -43,12 +43,9 @@ pub struct RequestEnvelope {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    /// A token for `org`, reached through `host`. `wwwauth` is what git passed from the 401.
+    /// A token for `org`.
     Get {
         org: String,
-        host: String,
-        #[serde(default)]
-        wwwauth: Vec<String>,
         /// The caller's machine-identity variables (azure-identity's and the CI systems'),
         /// so a daemon started elsewhere uses this job's identity.
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -298,8 +295,6 @@ mod tests {
             version: PACKAGE_VERSION.into(),
             request: Request::Get {
                 org: "o".into(),
-                host: "dev.azure.com".into(),
-                wwwauth: vec![],
                 env: [("SYSTEM_ACCESSTOKEN".to_string(), Secret::new("job-token"))].into(),
             },
         };

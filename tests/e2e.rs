@@ -63,9 +63,14 @@ fn clone_with_basic_on_git_without_authtype() {
         .output()
         .expect("/usr/bin/git (Debian's git) is installed by .ci/run");
     let v = text(&version.stdout);
+    let minor: u32 = v
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(99);
     assert!(
-        v.contains("2.39") || v.contains("2.3") || v.contains("2.4"),
-        "{v}"
+        v.starts_with("git version 2.") && minor < 46,
+        "needs a git without authtype: {v}"
     );
     let w = World::new();
     let url = w.ado.create_repo("contoso", "web", "site");

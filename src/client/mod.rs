@@ -93,8 +93,6 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
         .collect();
     let req = Request::Get {
         org: target.org.clone(),
-        host: target.host.clone(),
-        wwwauth: cred.wwwauth.clone(),
         env,
     };
     let mut resp = call(&req, GET_DEADLINE);

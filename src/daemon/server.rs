@@ -129,7 +129,7 @@ fn bad_request(e: ipc::IpcError) -> Response {
 
 async fn dispatch(req: Request, broker: &Arc<Broker>) -> (Response, bool) {
     let r = match req {
-        Request::Get { org, env, .. } => broker.get(&org, &env).await,
+        Request::Get { org, env } => broker.get(&org, &env).await,
         Request::Erase {
             org,
             token,

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::entra::{AppIdentity, EntraMinter, MockEntra};
-use super::tls::{Resp, guid, unix_now};
+use super::tls::{HttpsServer, Resp, guid, unix_now};
 
 /// Which of the two managed-identity endpoints a request went to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +87,7 @@ struct Ctx {
 pub struct MockImds {
     state: Arc<Mutex<State>>,
     secret: String,
-    server: HttpServer,
+    server: HttpsServer,
 }
 
 impl MockImds {
@@ -119,7 +119,7 @@ impl MockImds {
             minter: entra.minter(),
             secret: secret.clone(),
         });
-        let server = HttpServer::start(move |req| handle(ctx.clone(), req));
+        let server = HttpsServer::start_plain(move |req| handle(ctx.clone(), req));
         MockImds {
             state,
             secret,
@@ -426,79 +426,4 @@ fn app_service(ctx: &Ctx, st: &State, req: &Checked) -> Resp {
             "token_type": "Bearer", "client_id": app.client_id,
         }),
     )
-}
-
-/// A plain-HTTP server on `127.0.0.1:0` with its own thread and tokio runtime, stopped on drop.
-struct HttpServer {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl HttpServer {
-    /// The handler answering `None` aborts the connection without a response.
-    fn start<H, F>(handler: H) -> HttpServer
-    where
-        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-        F: Future<Output = Option<Resp>> + Send + 'static,
-    {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let handler = Arc::new(handler);
-        let thread = thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let tcp = tokio::select! {
-                        _ = &mut stopped => break,
-                        r = listener.accept() => match r {
-                            Ok((tcp, _)) => tcp,
-                            Err(_) => continue,
-                        },
-                    };
-                    let handler = handler.clone();
-                    tokio::spawn(async move {
-                        let svc = service_fn(move |req| {
-                            let fut = handler(req);
-                            async move {
-                                fut.await
-                                    .ok_or_else(|| std::io::Error::other("aborted by the mock"))
-                            }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(tcp), svc)
-                            .await;
-                    });
-                }
-            });
-            rt.shutdown_timeout(Duration::from_secs(2));
-        });
-        HttpServer {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }

@@ -109,6 +109,25 @@ impl HttpsServer {
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Option<Resp>> + Send + 'static,
     {
+        Self::spawn(Some(tls), accept, make_handler)
+    }
+
+    /// The same server over plain HTTP (for endpoints that are http, such as IMDS).
+    pub fn start_plain<H, F>(handler: H) -> HttpsServer
+    where
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Option<Resp>> + Send + 'static,
+    {
+        Self::spawn(None, || true, move |_| handler)
+    }
+
+    fn spawn<A, M, H, F>(tls: Option<Arc<ServerConfig>>, accept: A, make_handler: M) -> HttpsServer
+    where
+        A: Fn() -> bool + Send + 'static,
+        M: FnOnce(SocketAddr) -> H,
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Option<Resp>> + Send + 'static,
+    {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -122,7 +141,7 @@ impl HttpsServer {
                 .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let acceptor = TlsAcceptor::from(tls);
+                let acceptor = tls.map(TlsAcceptor::from);
                 loop {
                     let tcp = tokio::select! {
                         _ = &mut stopped => break,
@@ -137,19 +156,14 @@ impl HttpsServer {
                     }
                     let (acceptor, handler) = (acceptor.clone(), handler.clone());
                     tokio::spawn(async move {
-                        let Ok(stream) = acceptor.accept(tcp).await else {
-                            return;
-                        };
-                        let svc = service_fn(move |req| {
-                            let fut = handler(req);
-                            async move {
-                                fut.await
-                                    .ok_or_else(|| std::io::Error::other("aborted by the mock"))
+                        match acceptor {
+                            Some(a) => {
+                                if let Ok(stream) = a.accept(tcp).await {
+                                    serve(TokioIo::new(stream), handler).await;
+                                }
                             }
-                        });
-                        let _ = http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
+                            None => serve(TokioIo::new(tcp), handler).await,
+                        }
                     });
                 }
             });
@@ -165,6 +179,23 @@ impl HttpsServer {
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+}
+
+/// Serves one connection with `handler`; `None` from it aborts the connection.
+async fn serve<I, H, F>(io: I, handler: Arc<H>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Option<Resp>> + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let fut = handler(req);
+        async move {
+            fut.await
+                .ok_or_else(|| std::io::Error::other("aborted by the mock"))
+        }
+    });
+    let _ = http1::Builder::new().serve_connection(io, svc).await;
 }
 
 impl Drop for HttpsServer {
