@@ -11,6 +11,13 @@ use std::path::Path;
 /// Visual Studio's public client, as Git Credential Manager uses.
 pub const DEFAULT_CLIENT_ID: &str = "872cd9fa-d31f-45e0-9eab-6e460a02d1f1";
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// The legacy Azure DevOps OAuth service (authorize and token endpoints).
+pub const DEFAULT_LEGACY_OAUTH_URL: &str = "https://app.vssps.visualstudio.com";
+/// The callback a legacy OAuth app is registered with when none is given: served by the daemon
+/// over https with a certificate it generates.
+pub const DEFAULT_APP_CALLBACK: &str = "https://localhost:47613/callback";
+/// Enough to clone, fetch and push.
+pub const DEFAULT_APP_SCOPE: &str = "vso.code_write";
 
 /// Where refresh tokens are kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -79,6 +86,8 @@ pub struct Config {
     /// HTTPS proxy for the daemon's requests (a daemon started by systemd or launchd does not
     /// see the shell's `HTTPS_PROXY`); without it, `HTTPS_PROXY`/`NO_PROXY` apply.
     pub proxy: Option<String>,
+    /// The legacy Azure DevOps OAuth service, for apps registered at app.vsaex.visualstudio.com.
+    pub legacy_oauth_url: Option<String>,
     #[serde(default)]
     pub org: BTreeMap<String, OrgConfig>,
     /// The machine identity for organizations with no signed-in account and none of their own.
@@ -132,6 +141,14 @@ impl Config {
             .filter(|s| !s.is_empty())
             .or_else(|| self.authority_host.clone())
             .unwrap_or_else(|| DEFAULT_AUTHORITY.to_string())
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    pub fn legacy_oauth_url(&self) -> String {
+        self.legacy_oauth_url
+            .as_deref()
+            .unwrap_or(DEFAULT_LEGACY_OAUTH_URL)
             .trim_end_matches('/')
             .to_string()
     }

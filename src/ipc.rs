@@ -72,6 +72,16 @@ pub enum Request {
         /// Seconds a browser sign-in may take (default 300).
         #[serde(default)]
         timeout_secs: Option<u64>,
+        /// Connect through a legacy Azure DevOps OAuth app instead of Entra ID.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        app: Option<AppLogin>,
+    },
+    /// The address the browser was redirected to, pasted by the person, for the legacy-app
+    /// sign-in `flow`; answered like `LoginWait`.
+    LoginRedirect {
+        flow: String,
+        /// Carries the authorization code.
+        url: Secret,
     },
     /// Wait for the sign-in started with `flow` to finish.
     LoginWait {
@@ -85,6 +95,21 @@ pub enum Request {
     Doctor,
     Ping,
     Shutdown,
+}
+
+/// A legacy Azure DevOps OAuth app (registered at app.vsaex.visualstudio.com) to connect
+/// through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppLogin {
+    pub app_id: String,
+    pub client_secret: Secret,
+    /// The app's registered callback URL, exactly.
+    pub callback: String,
+    /// Space-separated scopes, such as `vso.code_write`.
+    pub scope: String,
+    /// The person pastes the redirected address instead of the daemon listening for it.
+    #[serde(default)]
+    pub paste: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +149,18 @@ pub enum Response {
     BrowserSignIn {
         flow: String,
         url: String,
+        expires_in: u64,
+    },
+    /// Open `url` to authorize a legacy Azure DevOps OAuth app. With `listening`, the daemon
+    /// serves `callback` itself; otherwise the person pastes the address the browser ends on.
+    AppSignIn {
+        flow: String,
+        url: String,
+        callback: String,
+        listening: bool,
+        /// When listening: the certificate the callback serves, for the person to trust.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate: Option<String>,
         expires_in: u64,
     },
     LoggedIn {
@@ -210,6 +247,9 @@ pub struct OrgStatus {
     pub connected_at: u64,
     /// Who connected it (the signed-in user).
     pub connected_by: Option<String>,
+    /// Legacy Azure DevOps OAuth app: its App ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
     pub access_token_expires_at: Option<u64>,
     pub last_refresh_at: Option<u64>,
     pub last_refresh_outcome: Option<String>,

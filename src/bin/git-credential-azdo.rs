@@ -37,6 +37,27 @@ enum Cmd {
         /// Seconds to wait for a browser sign-in before giving up (default 300).
         #[arg(long)]
         timeout: Option<u64>,
+        /// Connect through a legacy Azure DevOps OAuth app (registered at
+        /// app.vsaex.visualstudio.com) with this App ID, instead of Entra ID.
+        #[arg(long, requires = "secret", conflicts_with_all = ["tenant", "device_code", "browser"])]
+        app_id: Option<String>,
+        /// The app's client secret; `-` reads it from stdin (it is visible to other users
+        /// of this machine in the process list otherwise).
+        #[arg(long, group = "secret", requires = "app_id")]
+        client_secret: Option<String>,
+        /// A file holding the app's client secret.
+        #[arg(long, group = "secret", requires = "app_id")]
+        client_secret_file: Option<std::path::PathBuf>,
+        /// The app's registered callback URL, exactly (default https://localhost:47613/callback,
+        /// served by the daemon).
+        #[arg(long, requires = "app_id")]
+        callback: Option<String>,
+        /// Scopes to ask for, space-separated (default vso.code_write).
+        #[arg(long, requires = "app_id")]
+        scope: Option<String>,
+        /// Paste the address the browser is sent to, instead of the daemon serving the callback.
+        #[arg(long, requires = "app_id")]
+        paste: bool,
     },
     /// Disconnect an organization (or all) and forget its refresh token.
     Logout {
@@ -99,6 +120,12 @@ fn main() -> ExitCode {
             device_code,
             browser,
             timeout,
+            app_id,
+            client_secret,
+            client_secret_file,
+            callback,
+            scope,
+            paste,
         } => {
             let method = if device_code {
                 client::Method::DeviceCode
@@ -107,7 +134,19 @@ fn main() -> ExitCode {
             } else {
                 client::Method::Auto
             };
-            client::login_command(org, tenant, host, method, timeout, &mut err)
+            let app = app_id.map(|app_id| client::AppArgs {
+                app_id,
+                secret: match (client_secret, client_secret_file) {
+                    (Some(s), _) if s == "-" => client::SecretSource::Stdin,
+                    (Some(s), _) => client::SecretSource::Value(s),
+                    (None, Some(f)) => client::SecretSource::File(f),
+                    (None, None) => client::SecretSource::Stdin,
+                },
+                callback,
+                scope,
+                paste,
+            });
+            client::login_command(org, tenant, host, method, timeout, app, &mut err)
         }
         Cmd::Logout { org, all } => client::logout_command(org, all, &mut err),
         Cmd::Status { json } => client::status_command(json, &mut out, &mut err),

@@ -188,6 +188,6 @@ fn interactive() -> bool {
 }
 
 pub use ui::{
-    Method, doctor_command, login_command, logout_command, setup_command, status_command,
-    stop_command,
+    AppArgs, Method, SecretSource, doctor_command, login_command, logout_command, setup_command,
+    status_command, stop_command,
 };

@@ -2,7 +2,7 @@
 //! `--json`), `setup` (git configuration, and `--undo`), `stop`.
 
 use super::{GET_DEADLINE, NAME, SHORT_DEADLINE, call, call_if_running};
-use crate::ipc::{Request, Response, StatusView};
+use crate::ipc::{AppLogin, Request, Response, StatusView};
 use crate::policy::{self, Decision, Target};
 use crate::protocol::Credential;
 use std::io::{IsTerminal, Write};
@@ -16,6 +16,7 @@ pub fn kind_of(r: &Response) -> &'static str {
         Response::Token { .. } => "token",
         Response::DeviceCode { .. } => "device_code",
         Response::BrowserSignIn { .. } => "browser_sign_in",
+        Response::AppSignIn { .. } => "app_sign_in",
         Response::LoggedIn { .. } => "logged_in",
         Response::Status(_) => "status",
         Response::Doctor { .. } => "doctor",
@@ -122,6 +123,7 @@ pub fn sign_in(
         wwwauth,
         browser: opener.is_some(),
         timeout_secs: timeout,
+        app: None,
     };
     let (flow, expires_in, label) = match call(&start, GET_DEADLINE) {
         Ok(Response::DeviceCode {
@@ -180,6 +182,14 @@ pub fn sign_in(
     if let Some(h) = spin {
         let _ = h.join();
     }
+    report_login(result, err)
+}
+
+/// Tells the person how a sign-in ended.
+fn report_login(
+    result: Result<Response, super::ConnectError>,
+    err: &mut impl Write,
+) -> Result<(), ExitCode> {
     match result {
         Ok(Response::LoggedIn {
             org,
@@ -192,17 +202,200 @@ pub fn sign_in(
                 (Some(n), None) => n.clone(),
                 (None, None) => "your account".into(),
             };
-            let _ = writeln!(
-                err,
-                "✓ Connected organization '{org}' as {who} (tenant {}). Refresh token kept in: {store}",
-                account.tenant
-            );
+            let _ = if account.tenant.is_empty() {
+                writeln!(
+                    err,
+                    "✓ Connected organization '{org}' as {who}. Refresh token and client secret kept in: {store}"
+                )
+            } else {
+                writeln!(
+                    err,
+                    "✓ Connected organization '{org}' as {who} (tenant {}). Refresh token kept in: {store}",
+                    account.tenant
+                )
+            };
             Ok(())
         }
         Ok(Response::Error { message, .. }) => Err(fail(err, format!("sign-in failed: {message}"))),
         Ok(other) => Err(fail(err, format!("unexpected answer: {}", kind_of(&other)))),
         Err(e) => Err(fail(err, e)),
     }
+}
+
+/// Where a legacy app's client secret comes from.
+pub enum SecretSource {
+    Value(String),
+    Stdin,
+    File(std::path::PathBuf),
+}
+
+/// `login --app-id`: a legacy Azure DevOps OAuth app.
+pub struct AppArgs {
+    pub app_id: String,
+    pub secret: SecretSource,
+    pub callback: Option<String>,
+    pub scope: Option<String>,
+    pub paste: bool,
+}
+
+fn read_secret(source: SecretSource) -> Result<crate::secret::Secret, String> {
+    use std::io::Read;
+    let text = match source {
+        SecretSource::Value(v) => v,
+        SecretSource::File(p) => std::fs::read_to_string(&p)
+            .map_err(|e| format!("cannot read the client secret from {}: {e}", p.display()))?,
+        SecretSource::Stdin => {
+            let mut t = String::new();
+            std::io::stdin()
+                .lock()
+                .take(64 * 1024)
+                .read_to_string(&mut t)
+                .map_err(|e| format!("cannot read the client secret from stdin: {e}"))?;
+            t
+        }
+    };
+    let secret = text.trim().to_string();
+    if secret.is_empty() || secret.contains(char::is_whitespace) {
+        return Err(
+            "the client secret is empty or not one word: copy the app's Client Secret (not the App Secret) from https://app.vsaex.visualstudio.com/me".into(),
+        );
+    }
+    Ok(crate::secret::Secret::new(secret))
+}
+
+/// Reads the redirected address the person pastes: from stdin, or from the terminal when
+/// stdin carried the client secret.
+fn paste_reader(stdin_used: bool) -> Result<Box<dyn std::io::BufRead>, String> {
+    if !stdin_used {
+        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
+    }
+    std::fs::File::open("/dev/tty")
+        .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::BufRead>)
+        .map_err(|e| format!("no terminal to paste the address in ({e}); give the client secret with --client-secret-file instead of stdin"))
+}
+
+/// Connects an organization through a legacy Azure DevOps OAuth app.
+pub fn app_sign_in(
+    target: &Target,
+    args: AppArgs,
+    timeout: Option<u64>,
+    err: &mut impl Write,
+) -> Result<(), ExitCode> {
+    let stdin_used = matches!(args.secret, SecretSource::Stdin);
+    let secret = read_secret(args.secret).map_err(|e| fail(err, e))?;
+    let callback = args
+        .callback
+        .unwrap_or_else(|| crate::config::DEFAULT_APP_CALLBACK.to_string());
+    let start = Request::LoginStart {
+        org: target.org.clone(),
+        host: target.host.clone(),
+        tenant: None,
+        wwwauth: Vec::new(),
+        browser: true,
+        timeout_secs: timeout,
+        app: Some(AppLogin {
+            app_id: args.app_id.clone(),
+            client_secret: secret,
+            callback,
+            scope: args
+                .scope
+                .unwrap_or_else(|| crate::config::DEFAULT_APP_SCOPE.to_string()),
+            paste: args.paste,
+        }),
+    };
+    let (flow, url, callback, listening, certificate, expires_in) = match call(&start, GET_DEADLINE)
+    {
+        Ok(Response::AppSignIn {
+            flow,
+            url,
+            callback,
+            listening,
+            certificate,
+            expires_in,
+        }) => (flow, url, callback, listening, certificate, expires_in),
+        Ok(Response::Error { message, .. }) => {
+            return Err(fail(err, format!("cannot start sign-in: {message}")));
+        }
+        Ok(other) => return Err(fail(err, format!("unexpected answer: {}", kind_of(&other)))),
+        Err(e) => return Err(fail(err, e)),
+    };
+    let _ = writeln!(
+        err,
+        "Connecting Azure DevOps organization '{}' through legacy OAuth app {} (Microsoft retires these apps in 2026; see docs/legacy-oauth-apps.md).
+         The app's Authorization callback URL must be exactly: {callback}
+         Authorize the app at:
+  {url}",
+        target.org, args.app_id
+    );
+    if let Some(opener) = browser_command() {
+        let _ = Command::new(&opener)
+            .arg(&url)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
+    if listening {
+        if let Some(cert) = certificate {
+            let _ = writeln!(
+                err,
+                "The callback is served here over https with a certificate this machine generated ({cert}); if the browser warns about it, trust it or continue."
+            );
+        }
+        let _ = err.flush();
+        let done = Arc::new(AtomicBool::new(false));
+        let spin = spinner(
+            "Waiting for you to authorize the app…".into(),
+            expires_in,
+            done.clone(),
+        );
+        let result = call(
+            &Request::LoginWait { flow },
+            Duration::from_secs(expires_in + 30),
+        );
+        done.store(true, Ordering::Relaxed);
+        if let Some(h) = spin {
+            let _ = h.join();
+        }
+        return report_login(result, err);
+    }
+    let mut input = paste_reader(stdin_used).map_err(|e| fail(err, e))?;
+    for _attempt in 0..3 {
+        let _ = write!(
+            err,
+            "After authorizing, paste the address the browser was sent to (it starts with {callback}):
+> "
+        );
+        let _ = err.flush();
+        let mut line = String::new();
+        match input.read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                return Err(fail(err, "no address was pasted; run login again"));
+            }
+            Ok(_) => {}
+        }
+        let pasted = crate::secret::Secret::new(line.trim().to_string());
+        if pasted.expose().is_empty() {
+            continue;
+        }
+        let result = call(
+            &Request::LoginRedirect {
+                flow: flow.clone(),
+                url: pasted,
+            },
+            Duration::from_secs(expires_in + 30),
+        );
+        match result {
+            Ok(Response::Error {
+                error: crate::ipc::ErrorKind::BadRequest,
+                message,
+            }) => {
+                let _ = writeln!(err, "{NAME}: {message}");
+            }
+            other => return report_login(other, err),
+        }
+    }
+    Err(fail(err, "no usable address was pasted; run login again"))
 }
 
 /// The organization of the current repository's `origin`, when it is an Azure DevOps URL.
@@ -240,6 +433,7 @@ pub fn login_command(
     host: Option<String>,
     method: Method,
     timeout: Option<u64>,
+    app: Option<AppArgs>,
     err: &mut impl Write,
 ) -> ExitCode {
     let target = match (org, host) {
@@ -282,7 +476,11 @@ pub fn login_command(
             }
         },
     };
-    match sign_in(&target, tenant, Vec::new(), method, timeout, err) {
+    let result = match app {
+        Some(app) => app_sign_in(&target, app, timeout, err),
+        None => sign_in(&target, tenant, Vec::new(), method, timeout, err),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(code) => code,
     }

@@ -1,6 +1,7 @@
 //! The token broker: which account serves which organization, the access token of each account
 //! in memory, refresh ahead of expiry with one refresh in flight per account, rotated refresh
-//! tokens persisted before use, erase and back-off, and device-code sign-in.
+//! tokens persisted before use, erase and back-off, and sign-in (device code, browser, and
+//! legacy Azure DevOps OAuth apps).
 //!
 //! Every network call of the daemon starts here; the server only translates messages.
 
@@ -8,16 +9,17 @@ use super::claims::Claims;
 use super::discovery;
 use super::entra::{Entra, EntraError, TokenSet};
 use super::identity::MachineIdentity;
-use super::loopback;
-use super::store::{AccountRecord, OrgBinding, Records, StoreHandle};
+use super::legacy::{self, Vssps};
+use super::loopback::{self, Redirect};
+use super::store::{AccountRecord, AppRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
-use crate::ipc::{AccountView, Check, ErrorKind, OrgStatus, Response, StatusView};
+use crate::ipc::{AccountView, AppLogin, Check, ErrorKind, OrgStatus, Response, StatusView};
 use crate::secret::Secret;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 const STORE_LIMIT: Duration = Duration::from_secs(5);
 /// Longest back-off after Azure DevOps refuses fresh tokens again and again.
@@ -114,6 +116,20 @@ enum Source {
     User,
     /// A build agent's own identity: ask again, no refresh token.
     Machine(MachineIdentity),
+    /// A person through a legacy Azure DevOps OAuth app: a refresh token and the app's client
+    /// secret, both in the secret store.
+    App(AppSource),
+}
+
+struct AppSource {
+    record: AppRecord,
+    /// Loaded from the store on first use after a restart.
+    secret: Mutex<Option<Secret>>,
+}
+
+/// The secret-store key of an app account's client secret.
+fn app_secret_key(account: &str) -> String {
+    format!("{account}.client-secret")
 }
 
 /// One account's tokens.
@@ -139,6 +155,8 @@ pub struct LoginRequest {
     pub browser: bool,
     /// How long a browser sign-in may take.
     pub timeout: Duration,
+    /// A legacy Azure DevOps OAuth app to connect through, instead of Entra ID.
+    pub app: Option<AppLogin>,
 }
 
 pub struct Broker {
@@ -156,6 +174,9 @@ pub struct Broker {
     /// Account id → its tokens. Every account in the records has a slot.
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     flows: Mutex<HashMap<String, watch::Receiver<FlowResult>>>,
+    /// Legacy-app sign-ins waiting for the person to paste the redirected address.
+    pastes: Mutex<HashMap<String, mpsc::Sender<Redirect>>>,
+    vssps: Vssps,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -169,6 +190,7 @@ impl Broker {
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Broker> {
         let entra = Entra::new(http.clone(), &config.authority(), config.client_id());
+        let vssps = Vssps::new(http.clone(), &config.legacy_oauth_url());
         let index = records
             .orgs
             .iter()
@@ -192,12 +214,21 @@ impl Broker {
             index: RwLock::new(index),
             slots: Mutex::default(),
             flows: Mutex::default(),
+            pastes: Mutex::default(),
+            vssps,
             shutdown,
         });
         // A slot for every account; each refresher fetches a token at once, so the first
         // `get` after a restart finds one.
         for (id, acct) in &records.accounts {
-            broker.new_slot(id, &acct.tenant, SlotState::default(), Source::User);
+            let source = match &acct.app {
+                Some(app) => Source::App(AppSource {
+                    record: app.clone(),
+                    secret: Mutex::new(None),
+                }),
+                None => Source::User,
+            };
+            broker.new_slot(id, &acct.tenant, SlotState::default(), source);
         }
         broker
     }
@@ -373,11 +404,18 @@ impl Broker {
         };
         let claims = slot.state.lock().unwrap().claims.clone();
         tracing::debug!(account = %slot.id, ahead = background, "refreshing access token");
-        match self
-            .entra
-            .refresh(&slot.tenant, &refresh_token, claims.as_deref())
-            .await
-        {
+        let result = match &slot.source {
+            Source::App(app) => match self.app_of(slot, app).await {
+                Ok(app) => self.vssps.refresh(&app, &refresh_token).await,
+                Err(e) => Err(e),
+            },
+            _ => {
+                self.entra
+                    .refresh(&slot.tenant, &refresh_token, claims.as_deref())
+                    .await
+            }
+        };
+        match result {
             Ok(set) => Ok(self.install(slot, set, claims.is_some()).await),
             Err(EntraError::SignInRequired(m)) => {
                 tracing::warn!(account = %slot.id, reason = %m, "sign-in required");
@@ -388,8 +426,43 @@ impl Broker {
                 st.last_refresh_ms = Some(now_ms());
                 Err(err(ErrorKind::NeedsLogin, m))
             }
+            // A legacy app's client secret refused: signing in again with the same secret
+            // cannot help.
+            Err(e @ EntraError::Rejected(_)) if matches!(slot.source, Source::App(_)) => {
+                Err(self.failed(slot, ErrorKind::Misconfigured, e.to_string()))
+            }
             Err(e) => Err(self.failed(slot, ErrorKind::Unavailable, e.to_string())),
         }
+    }
+
+    /// The legacy app of an account, its client secret loaded from the store when needed.
+    async fn app_of(&self, slot: &Slot, app: &AppSource) -> Result<legacy::App, EntraError> {
+        let known = app.secret.lock().unwrap().clone();
+        let secret = match known {
+            Some(s) => s,
+            None => {
+                let key = app_secret_key(&slot.id);
+                match self.store.call(STORE_LIMIT, move |s| s.load(&key)).await {
+                    Ok(Some(s)) => {
+                        *app.secret.lock().unwrap() = Some(s.clone());
+                        s
+                    }
+                    Ok(None) => {
+                        return Err(EntraError::SignInRequired(format!(
+                            "the client secret of app {} is not in the secret store (store: {})",
+                            app.record.app_id,
+                            self.store.kind()
+                        )));
+                    }
+                    Err(e) => return Err(EntraError::Transient(e.to_string())),
+                }
+            }
+        };
+        Ok(legacy::App {
+            app_id: app.record.app_id.clone(),
+            secret,
+            callback: app.record.callback.clone(),
+        })
     }
 
     /// Records a failed refresh and schedules the next background try.
@@ -448,7 +521,7 @@ impl Broker {
     pub async fn get(self: &Arc<Self>, org: &str, env: &BTreeMap<String, Secret>) -> Response {
         let slot = match self
             .slot_for_org(org)
-            .filter(|s| matches!(s.source, Source::User))
+            .filter(|s| !matches!(s.source, Source::Machine(_)))
         {
             Some(s) => s,
             None => match self.machine_slot(org, env) {
@@ -635,12 +708,16 @@ impl Broker {
             wwwauth,
             browser,
             timeout,
+            app,
         } = req;
         if !crate::policy::valid_org(&org) {
             return err(
                 ErrorKind::BadRequest,
                 format!("'{org}' is not a valid organization name"),
             );
+        }
+        if let Some(app) = app {
+            return self.app_login_start(org, host, app, timeout).await;
         }
         let tenant = match tenant {
             Some(t) if discovery::valid_tenant(&t) => t,
@@ -662,16 +739,7 @@ impl Broker {
         };
         let flow = random_id();
         let (tx, rx) = watch::channel(None);
-        let this = self.clone();
-        let finish = {
-            let flow = flow.clone();
-            move |outcome| async move {
-                let _ = tx.send(Some(outcome));
-                // Keep the result for a late `login_wait`, then forget the flow.
-                tokio::time::sleep(Duration::from_secs(60)).await;
-                this.flows.lock().unwrap().remove(&flow);
-            }
-        };
+        let finish = self.clone().publisher(flow.clone(), tx);
         let this = self.clone();
         let response = if browser {
             let (listener, port) = match loopback::bind().await {
@@ -696,14 +764,16 @@ impl Broker {
             tokio::spawn(async move {
                 let mut outcome = None;
                 let state = sign_in.state.clone();
-                let done = loopback::wait_for_redirect(listener, timeout, &state, |r| async {
-                    let (result, page) = this
-                        .complete_browser(&org, &host, &tenant, sign_in, r)
-                        .await;
-                    outcome = Some(result);
-                    page
-                })
-                .await;
+                let endpoint = loopback::Endpoint::plain();
+                let done =
+                    loopback::wait_for_redirect(listener, endpoint, timeout, &state, |r| async {
+                        let (result, page) = this
+                            .complete_browser(&org, &host, &tenant, sign_in, r)
+                            .await;
+                        outcome = Some(result);
+                        page
+                    })
+                    .await;
                 let outcome = match (done, outcome) {
                     (Some(()), Some(o)) => o,
                     _ => Err((
@@ -731,7 +801,7 @@ impl Broker {
             };
             tokio::spawn(async move {
                 let outcome = match this.entra.device_token(&tenant, &details).await {
-                    Ok(set) => this.finish_login(&org, &host, &tenant, set).await,
+                    Ok(set) => this.finish_login(&org, &host, &tenant, set, None).await,
                     Err(e) => Err((ErrorKind::LoginFailed, e.to_string())),
                 };
                 finish(outcome).await;
@@ -742,6 +812,23 @@ impl Broker {
         response
     }
 
+    /// Publishes a sign-in's outcome to `login_wait`, keeps it for a late one, then forgets
+    /// the flow.
+    fn publisher(
+        self: Arc<Self>,
+        flow: String,
+        tx: watch::Sender<FlowResult>,
+    ) -> impl FnOnce(FlowOutcome) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        move |outcome| {
+            Box::pin(async move {
+                let _ = tx.send(Some(outcome));
+                self.pastes.lock().unwrap().remove(&flow);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                self.flows.lock().unwrap().remove(&flow);
+            })
+        }
+    }
+
     /// Checks the browser's redirect, redeems its code, and says what happened on the page.
     async fn complete_browser(
         self: &Arc<Self>,
@@ -749,59 +836,190 @@ impl Broker {
         host: &str,
         tenant: &str,
         sign_in: super::entra::BrowserSignIn,
-        r: loopback::Redirect,
+        r: Redirect,
     ) -> (FlowOutcome, loopback::Page) {
-        let failure = |text: String| {
-            (
-                Err((ErrorKind::LoginFailed, text.clone())),
-                loopback::Page {
-                    ok: false,
-                    title: "Sign-in failed".into(),
-                    text,
-                },
-            )
-        };
-        if r.state.as_deref() != Some(sign_in.state.as_str()) {
-            return failure(
-                "the sign-in answer did not match this sign-in (state mismatch); run login again"
-                    .into(),
-            );
-        }
-        if let Some(e) = r.error {
-            let d = r.error_description.unwrap_or_default();
-            let first = d.lines().next().unwrap_or("").trim();
-            return failure(format!("Entra ID said {e}: {first}"));
-        }
-        let Some(code) = r.code else {
-            return failure("the redirect carried no authorization code".into());
+        let code = match redirect_code(r, &sign_in.state, "Entra ID") {
+            Ok(c) => c,
+            Err(text) => return failed_page(text),
         };
         let set = match self.entra.redeem_code(tenant, sign_in, &code).await {
             Ok(set) => set,
-            Err(e) => return failure(e.to_string()),
+            Err(e) => return failed_page(e.to_string()),
         };
-        match self.finish_login(org, host, tenant, set).await {
-            Ok((org, view)) => {
-                let who = view
-                    .upn
-                    .clone()
-                    .or(view.name.clone())
-                    .unwrap_or_else(|| "your account".into());
-                let page = loopback::Page {
-                    ok: true,
-                    title: "Connected".into(),
-                    text: format!("{who} is now connected to Azure DevOps organization '{org}'."),
-                };
-                (Ok((org, view)), page)
-            }
-            Err((kind, text)) => (
-                Err((kind, text.clone())),
-                loopback::Page {
-                    ok: false,
-                    title: "Sign-in failed".into(),
-                    text,
-                },
-            ),
+        let result = self.finish_login(org, host, tenant, set, None).await;
+        outcome_page(result, "")
+    }
+
+    /// Starts a sign-in through a legacy Azure DevOps OAuth app (the Assertion flow): the
+    /// daemon serves an `https://localhost` callback itself, or the person pastes the address
+    /// the browser was sent to.
+    async fn app_login_start(
+        self: &Arc<Self>,
+        org: String,
+        host: String,
+        app: AppLogin,
+        timeout: Duration,
+    ) -> Response {
+        let AppLogin {
+            app_id,
+            client_secret,
+            callback,
+            scope,
+            paste,
+        } = app;
+        if app_id.trim().is_empty() || client_secret.expose().trim().is_empty() {
+            return err(
+                ErrorKind::BadRequest,
+                "a legacy OAuth app needs its App ID and client secret",
+            );
         }
+        if !url::Url::parse(&callback).is_ok_and(|u| u.scheme() == "https") {
+            return err(
+                ErrorKind::BadRequest,
+                format!(
+                    "the callback URL must be https, exactly as registered for app {app_id} (got '{callback}')"
+                ),
+            );
+        }
+        let scope = if scope.trim().is_empty() {
+            crate::config::DEFAULT_APP_SCOPE.to_string()
+        } else {
+            scope
+        };
+        let mut certificate = None;
+        let listener = match legacy::loopback_callback(&callback).filter(|_| !paste) {
+            Some((port, path)) => {
+                let (tls, cert) = match legacy::callback_tls(&self.data_dir) {
+                    Ok(t) => t,
+                    Err(e) => return err(ErrorKind::Internal, e),
+                };
+                let listener = match loopback::bind_port(port).await {
+                    Ok((l, _)) => l,
+                    Err(e) => {
+                        return err(
+                            ErrorKind::Internal,
+                            format!(
+                                "cannot listen on 127.0.0.1:{port} for the callback {callback}: {e}; free the port, or use --paste"
+                            ),
+                        );
+                    }
+                };
+                certificate = Some(cert.display().to_string());
+                let tls = Some(tokio_rustls::TlsAcceptor::from(tls));
+                Some((listener, loopback::Endpoint { path, tls }))
+            }
+            None => None,
+        };
+        let state = random_id();
+        let url = self.vssps.authorize_url(&app_id, &state, &scope, &callback);
+        let flow = random_id();
+        let (tx, rx) = watch::channel(None);
+        let finish = self.clone().publisher(flow.clone(), tx);
+        let (paste_tx, mut pasted) = mpsc::channel::<Redirect>(1);
+        let listening = listener.is_some();
+        let app = legacy::App {
+            app_id,
+            secret: client_secret,
+            callback: callback.clone(),
+        };
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut outcome = None;
+            let complete = |r| this.complete_app(&org, &host, &app, &scope, &state, r);
+            let done = match listener {
+                Some((listener, endpoint)) => {
+                    loopback::wait_for_redirect(listener, endpoint, timeout, &state, |r| async {
+                        let (result, page) = complete(r).await;
+                        outcome = Some(result);
+                        page
+                    })
+                    .await
+                }
+                None => match tokio::time::timeout(timeout, pasted.recv()).await {
+                    Ok(Some(r)) => {
+                        outcome = Some(complete(r).await.0);
+                        Some(())
+                    }
+                    _ => None,
+                },
+            };
+            let outcome = match (done, outcome) {
+                (Some(()), Some(o)) => o,
+                _ => Err((
+                    ErrorKind::LoginFailed,
+                    format!(
+                        "the app was not authorized within {} seconds; run login again",
+                        timeout.as_secs()
+                    ),
+                )),
+            };
+            finish(outcome).await;
+        });
+        if !listening {
+            self.pastes.lock().unwrap().insert(flow.clone(), paste_tx);
+        }
+        self.flows.lock().unwrap().insert(flow.clone(), rx);
+        Response::AppSignIn {
+            flow,
+            url,
+            callback,
+            listening,
+            certificate,
+            expires_in: timeout.as_secs(),
+        }
+    }
+
+    /// Checks a legacy app's callback, redeems its code, and says what happened on the page.
+    async fn complete_app(
+        self: &Arc<Self>,
+        org: &str,
+        host: &str,
+        app: &legacy::App,
+        scope: &str,
+        state: &str,
+        r: Redirect,
+    ) -> (FlowOutcome, loopback::Page) {
+        let code = match redirect_code(r, state, "Azure DevOps") {
+            Ok(c) => c,
+            Err(text) => return failed_page(text),
+        };
+        let set = match self.vssps.redeem(app, &code).await {
+            Ok(set) => set,
+            Err(e) => return failed_page(e.to_string()),
+        };
+        let record = AppRecord {
+            app_id: app.app_id.clone(),
+            callback: app.callback.clone(),
+            scope: scope.to_string(),
+        };
+        let result = self
+            .finish_login(org, host, "", set, Some((record, app.secret.clone())))
+            .await;
+        outcome_page(result, &format!(" through app {}", app.app_id))
+    }
+
+    /// A legacy-app sign-in's redirected address, pasted by the person.
+    pub async fn login_redirect(self: &Arc<Self>, flow: &str, url: &Secret) -> Response {
+        let redirect = match loopback::parse_url(url.expose()) {
+            Some(r) if r.code.is_some() || r.error.is_some() => r,
+            _ => {
+                return err(
+                    ErrorKind::BadRequest,
+                    "that is not the address the browser was sent to: paste the whole address from the address bar (it starts with https:// and contains code=)",
+                );
+            }
+        };
+        let sender = self.pastes.lock().unwrap().get(flow).cloned();
+        let Some(sender) = sender else {
+            return err(
+                ErrorKind::BadRequest,
+                "no sign-in is waiting for an address (it may have expired); run login again",
+            );
+        };
+        if sender.send(redirect).await.is_err() {
+            return err(ErrorKind::BadRequest, "this sign-in is already over");
+        }
+        self.login_wait(flow).await
     }
 
     pub async fn login_wait(self: &Arc<Self>, flow: &str) -> Response {
@@ -837,12 +1055,39 @@ impl Broker {
         host: &str,
         tenant: &str,
         set: TokenSet,
+        app: Option<(AppRecord, Secret)>,
     ) -> Result<(String, AccountView), (ErrorKind, String)> {
         let claims = Claims::of(set.access.expose());
-        let view = claims.view(tenant);
-        let id = match &claims.oid {
-            Some(oid) => format!("{}.{}", view.tenant, oid),
-            None => format!("{}.{}", tenant, org.to_ascii_lowercase()),
+        let (view, id) = match &app {
+            None => {
+                let view = claims.view(tenant);
+                let id = match &claims.oid {
+                    Some(oid) => format!("{}.{}", view.tenant, oid),
+                    None => format!("{}.{}", tenant, org.to_ascii_lowercase()),
+                };
+                (view, id)
+            }
+            // An Azure DevOps token names no one readable: ask Azure DevOps, which also
+            // proves the token works for this organization.
+            Some((record, _)) => {
+                let who = self
+                    .connection_user(host, org, &set.access)
+                    .await
+                    .map_err(|e| {
+                        (
+                            ErrorKind::LoginFailed,
+                            format!("the app was authorized, but {}", e.describe(org)),
+                        )
+                    })?;
+                let user = claims.nameid.clone().unwrap_or(who.id.clone());
+                let view = AccountView {
+                    name: who.name,
+                    upn: who.email,
+                    tenant: String::new(),
+                    oid: Some(who.id),
+                };
+                (view, format!("app.{}.{}", record.app_id, user))
+            }
         };
         let Some(rt) = set.refresh.clone() else {
             return Err((
@@ -861,6 +1106,13 @@ impl Broker {
         // The account's previous slot (an earlier sign-in) finishes any refresh in flight and
         // is retired before the new refresh token is written.
         self.retire_slot(&id).await;
+        if let Some((_, secret)) = &app {
+            let (key, secret) = (app_secret_key(&id), secret.clone());
+            self.store
+                .call(STORE_LIMIT, move |s| s.save(&key, &secret))
+                .await
+                .map_err(|e| internal("the app's client secret", &e))?;
+        }
         let (sid, srt) = (id.clone(), rt.clone());
         self.store
             .call(STORE_LIMIT, move |s| s.save(&sid, &srt))
@@ -871,14 +1123,21 @@ impl Broker {
             id.clone(),
             AccountRecord {
                 tenant: tenant.to_string(),
-                client_id: self.config.client_id().to_string(),
-                authority: self.entra.authority().to_string(),
+                client_id: match &app {
+                    Some((r, _)) => r.app_id.clone(),
+                    None => self.config.client_id().to_string(),
+                },
+                authority: match &app {
+                    Some(_) => self.vssps.base().to_string(),
+                    None => self.entra.authority().to_string(),
+                },
                 name: view.name.clone(),
                 upn: view.upn.clone(),
                 oid: view.oid.clone(),
-                identity: "user".into(),
+                identity: if app.is_some() { "legacy-app" } else { "user" }.into(),
                 connected_at: now_ms() / 1000,
                 connected_by: view.upn.clone().or(view.name.clone()),
+                app: app.as_ref().map(|(r, _)| r.clone()),
             },
         );
         next.orgs.insert(
@@ -901,7 +1160,14 @@ impl Broker {
             last_outcome: Some("ok (signed in)".into()),
             ..SlotState::default()
         };
-        self.new_slot(&id, tenant, state, Source::User);
+        let source = match app {
+            Some((record, secret)) => Source::App(AppSource {
+                record,
+                secret: Mutex::new(Some(secret)),
+            }),
+            None => Source::User,
+        };
+        self.new_slot(&id, tenant, state, source);
         self.index
             .write()
             .unwrap()
@@ -919,7 +1185,11 @@ impl Broker {
         for id in ids {
             self.retire_slot(&id).await;
             let key = id.clone();
-            if let Err(e) = self.store.call(STORE_LIMIT, move |s| s.delete(&key)).await {
+            let forget = move |s: &dyn super::store::SecretStore| {
+                s.delete(&app_secret_key(&key))?;
+                s.delete(&key)
+            };
+            if let Err(e) = self.store.call(STORE_LIMIT, forget).await {
                 tracing::error!(account = %id, error = %e, "could not remove a refresh token");
                 failed.push(e.to_string());
             }
@@ -1003,9 +1273,13 @@ impl Broker {
                     tenant: acct.tenant.clone(),
                     oid: acct.oid.clone(),
                 },
-                identity: acct.identity.clone(),
+                identity: match &acct.app {
+                    Some(app) => format!("legacy Azure DevOps OAuth app {}", app.app_id),
+                    None => acct.identity.clone(),
+                },
                 connected_at: acct.connected_at,
                 connected_by: acct.connected_by.clone(),
+                app_id: acct.app.as_ref().map(|a| a.app_id.clone()),
                 access_token_expires_at: expires,
                 last_refresh_at: last,
                 last_refresh_outcome: outcome,
@@ -1040,6 +1314,7 @@ impl Broker {
                 identity: identity.describe(),
                 connected_at: 0,
                 connected_by: None,
+                app_id: None,
                 access_token_expires_at: st.token.as_ref().map(|t| t.expires_ms / 1000),
                 last_refresh_at: st.last_refresh_ms.map(|m| m / 1000),
                 last_refresh_outcome: st.last_outcome.clone(),
@@ -1099,7 +1374,6 @@ impl Broker {
             );
         }
         for (org, host) in bindings {
-            let base = discovery::probe_url(&host, &org);
             let name = format!("organization {org}");
             let token = match self.get(&org, &BTreeMap::new()).await {
                 Response::Token { token, .. } => token,
@@ -1113,39 +1387,27 @@ impl Broker {
                 }
                 _ => continue,
             };
-            let url = format!("{base}/_apis/connectionData");
-            let resp = self.http.get(&url).bearer_auth(token.expose()).send().await;
-            let user = match resp {
-                Ok(r) if r.status() == reqwest::StatusCode::OK => r
-                    .json::<serde_json::Value>()
-                    .await
-                    .ok()
-                    .filter(|v| v["authenticatedUser"]["id"].is_string())
-                    .map(|v| {
-                        v["authenticatedUser"]["providerDisplayName"]
-                            .as_str()
-                            .unwrap_or("?")
-                            .to_string()
-                    })
-                    .ok_or(None),
-                Ok(r) => Err(Some(Ok(r.status()))),
-                Err(e) => Err(Some(Err(e))),
-            };
-            checks.push(match user {
-                Ok(who) => Check::pass(name, format!("Azure DevOps accepts the token (as {who})")),
-                Err(None) => Check::fail(
+            checks.push(match self.connection_user(&host, &org, &token).await {
+                Ok(who) => Check::pass(
                     name,
-                    format!("{url} did not answer with the signed-in user (a sign-in page, or a proxy's page?)"),
+                    format!(
+                        "Azure DevOps accepts the token (as {})",
+                        who.name.as_deref().unwrap_or("?")
+                    ),
+                ),
+                Err(e @ WhoError::NotUser(_)) => Check::fail(
+                    name,
+                    e.describe(&org),
                     format!("git-credential-azdo login --org {org}, and check the proxy"),
                 ),
-                Err(Some(Ok(status))) => Check::fail(
+                Err(e @ WhoError::Status(..)) => Check::fail(
                     name,
-                    format!("Azure DevOps answered {status} to {url}"),
+                    e.describe(&org),
                     format!(
                         "check the account's access to {org}, or sign in with another: git-credential-azdo login --org {org}"
                     ),
                 ),
-                Err(Some(Err(e))) => Check::fail(
+                Err(WhoError::Network(url, e)) => Check::fail(
                     name,
                     format!("cannot reach {url} {via}: {e}"),
                     "check the network and the proxy setting",
@@ -1153,6 +1415,33 @@ impl Broker {
             });
         }
         checks
+    }
+
+    /// Asks Azure DevOps who `token` belongs to, in `org`.
+    async fn connection_user(
+        &self,
+        host: &str,
+        org: &str,
+        token: &Secret,
+    ) -> Result<ConnectionUser, WhoError> {
+        let url = format!("{}/_apis/connectionData", discovery::probe_url(host, org));
+        let resp = self.http.get(&url).bearer_auth(token.expose()).send().await;
+        let r = resp.map_err(|e| WhoError::Network(url.clone(), super::error_chain(&e)))?;
+        if r.status() != reqwest::StatusCode::OK {
+            return Err(WhoError::Status(url, r.status()));
+        }
+        let v = r
+            .json::<serde_json::Value>()
+            .await
+            .map_err(|_| WhoError::NotUser(url.clone()))?;
+        let user = &v["authenticatedUser"];
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        let id = text(&user["id"]).ok_or(WhoError::NotUser(url))?;
+        Ok(ConnectionUser {
+            id,
+            name: text(&user["providerDisplayName"]),
+            email: text(&user["properties"]["Account"]["$value"]),
+        })
     }
 
     /// Any HTTP answer proves the host is reachable with working TLS.
@@ -1170,18 +1459,99 @@ impl Broker {
                 format!("{url} answered {} {via}", r.status().as_u16()),
             ),
             Err(e) => {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
+                let msg = super::error_chain(&e);
                 Check::fail(
                     what,
                     format!("cannot reach {url} {via}: {msg}"),
                     "check the network; set proxy in the configuration if the daemon needs one (it does not see your shell's variables when started by systemd)",
                 )
             }
+        }
+    }
+}
+
+/// The authorization code of a redirect that belongs to this sign-in, or what went wrong.
+fn redirect_code(r: Redirect, state: &str, service: &str) -> Result<Secret, String> {
+    if r.state.as_deref() != Some(state) {
+        return Err(
+            "the sign-in answer did not match this sign-in (state mismatch); run login again"
+                .into(),
+        );
+    }
+    if let Some(e) = r.error {
+        let d = r.error_description.unwrap_or_default();
+        let first = d.lines().next().unwrap_or("").trim();
+        return Err(if first.is_empty() {
+            format!("{service} said {e}")
+        } else {
+            format!("{service} said {e}: {first}")
+        });
+    }
+    r.code
+        .ok_or_else(|| "the redirect carried no authorization code".into())
+}
+
+fn failed_page(text: String) -> (FlowOutcome, loopback::Page) {
+    (
+        Err((ErrorKind::LoginFailed, text.clone())),
+        loopback::Page {
+            ok: false,
+            title: "Sign-in failed".into(),
+            text,
+        },
+    )
+}
+
+/// The page that ends a browser sign-in: "Connected" and who, or why not.
+fn outcome_page(result: FlowOutcome, through: &str) -> (FlowOutcome, loopback::Page) {
+    match result {
+        Ok((org, view)) => {
+            let who = view
+                .upn
+                .clone()
+                .or(view.name.clone())
+                .unwrap_or_else(|| "your account".into());
+            let page = loopback::Page {
+                ok: true,
+                title: "Connected".into(),
+                text: format!(
+                    "{who} is now connected to Azure DevOps organization '{org}'{through}."
+                ),
+            };
+            (Ok((org, view)), page)
+        }
+        Err((kind, text)) => {
+            let (_, page) = failed_page(text.clone());
+            (Err((kind, text)), page)
+        }
+    }
+}
+
+/// Who Azure DevOps says a token belongs to (`_apis/connectionData`).
+struct ConnectionUser {
+    id: String,
+    name: Option<String>,
+    email: Option<String>,
+}
+
+/// Why `connectionData` did not name the user.
+enum WhoError {
+    /// 200 but not the expected JSON: a sign-in page, or a proxy's.
+    NotUser(String),
+    Status(String, reqwest::StatusCode),
+    Network(String, String),
+}
+
+impl WhoError {
+    fn describe(&self, org: &str) -> String {
+        match self {
+            WhoError::NotUser(url) => format!(
+                "{url} did not answer with the signed-in user (a sign-in page, or a proxy's page?)"
+            ),
+            WhoError::Status(url, status) => format!(
+                "Azure DevOps answered {status} to {url}: the account may have no access to '{org}'"
+            ),
+            WhoError::Network(url, e) => format!("cannot reach {url}: {e}"),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Who a token belongs to: the display claims of an Entra access token.
+//! Who a token belongs to: the display claims of an Entra access token (or the user id of an
+//! Azure DevOps OAuth token).
 //!
 //! Decoded without verifying the signature, for display and for naming the account only;
 //! nothing here decides whether a token is trusted (Azure DevOps does that).
@@ -14,6 +15,8 @@ pub struct Claims {
     pub preferred_username: Option<String>,
     pub unique_name: Option<String>,
     pub oid: Option<String>,
+    /// Azure DevOps' own tokens (legacy OAuth apps): the user's id.
+    pub nameid: Option<String>,
     pub tid: Option<String>,
     pub exp: Option<u64>,
 }

@@ -98,13 +98,10 @@ where
         }
         RequestTokenError::Request(e) => {
             // reqwest's message names the URL, never the form body.
-            let mut msg = format!("could not reach Entra ID for the {what}: {e}");
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            EntraError::Transient(msg)
+            EntraError::Transient(format!(
+                "could not reach Entra ID for the {what}: {}",
+                super::error_chain(&e)
+            ))
         }
         // Never print the body: it may be a half-readable token response.
         RequestTokenError::Parse(_, _) => {

@@ -1,6 +1,7 @@
 //! The loopback redirect listener for browser sign-in: a one-shot HTTP server on
 //! `localhost` that receives Entra's redirect (`?code=…&state=…` or `?error=…`), hands it to
-//! the sign-in, and shows the person the page the sign-in returns.
+//! the sign-in, and shows the person the page the sign-in returns. Over TLS for legacy Azure
+//! DevOps OAuth apps, whose callback must be https.
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -55,9 +56,36 @@ type Handoff = (Redirect, oneshot::Sender<Page>);
 
 /// Binds the listener: `127.0.0.1` on a free port (browsers resolve `localhost` there).
 pub async fn bind() -> std::io::Result<(TcpListener, u16)> {
-    let l = TcpListener::bind(("127.0.0.1", 0)).await?;
+    bind_port(0).await
+}
+
+/// Binds `127.0.0.1:port` (0: a free one).
+pub async fn bind_port(port: u16) -> std::io::Result<(TcpListener, u16)> {
+    let l = TcpListener::bind(("127.0.0.1", port)).await?;
     let port = l.local_addr()?.port();
     Ok((l, port))
+}
+
+/// Where the redirect is expected, and whether over TLS.
+pub struct Endpoint {
+    pub path: String,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Endpoint {
+    /// Plain http at `/` (Entra's loopback redirect).
+    pub fn plain() -> Endpoint {
+        Endpoint {
+            path: "/".into(),
+            tls: None,
+        }
+    }
+}
+
+/// The redirect carried by an address the browser ended on, as a person pastes it.
+pub fn parse_url(url: &str) -> Option<Redirect> {
+    let u = url::Url::parse(url.trim()).ok()?;
+    Some(parse(u.query().unwrap_or("")))
 }
 
 fn parse(query: &str) -> Redirect {
@@ -76,6 +104,7 @@ fn parse(query: &str) -> Redirect {
 /// passes. `None` when nobody came back in time.
 pub async fn wait_for_redirect<F, Fut>(
     listener: TcpListener,
+    endpoint: Endpoint,
     deadline: Duration,
     state: &str,
     complete: F,
@@ -87,6 +116,7 @@ where
     let (tx, mut rx) = mpsc::channel::<Handoff>(1);
     let tx = Arc::new(Mutex::new(Some(tx)));
     let state: Arc<str> = Arc::from(state);
+    let path: Arc<str> = Arc::from(endpoint.path.as_str());
     let mut connections = tokio::task::JoinSet::new();
     let accept = async {
         loop {
@@ -97,19 +127,33 @@ where
                     continue;
                 }
             };
-            let (tx, state) = (tx.clone(), state.clone());
+            let (tx, state, path) = (tx.clone(), state.clone(), path.clone());
+            let tls = endpoint.tls.clone();
             connections.spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let (tx, state) = (tx.clone(), state.clone());
-                    async move { Ok::<_, hyper::Error>(answer(req, tx, &state).await) }
+                    let (tx, state, path) = (tx.clone(), state.clone(), path.clone());
+                    async move { Ok::<_, hyper::Error>(answer(req, tx, &state, &path).await) }
                 });
                 // One request per connection, and a slow client cannot hold one open.
-                let _ = http1::Builder::new()
+                let http = http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(Duration::from_secs(10))
                     .keep_alive(false)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    .clone();
+                match tls {
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    Some(tls) => {
+                        let handshake =
+                            tokio::time::timeout(Duration::from_secs(10), tls.accept(stream));
+                        // A browser that does not trust the certificate yet closes the
+                        // connection here, and comes back once the person accepts it.
+                        if let Ok(Ok(stream)) = handshake.await {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
+                }
             });
         }
     };
@@ -134,6 +178,7 @@ async fn answer(
     req: Request<Incoming>,
     tx: Arc<Mutex<Option<mpsc::Sender<Handoff>>>>,
     state: &str,
+    path: &str,
 ) -> Response<Full<Bytes>> {
     let respond = |status: StatusCode, body: String| {
         Response::builder()
@@ -144,7 +189,7 @@ async fn answer(
             .expect("static response parts")
     };
     let redirect = parse(req.uri().query().unwrap_or(""));
-    if req.uri().path() != "/" || (redirect.code.is_none() && redirect.error.is_none()) {
+    if req.uri().path() != path || (redirect.code.is_none() && redirect.error.is_none()) {
         return respond(StatusCode::NOT_FOUND, "not found".into());
     }
     // A request that is not this sign-in's (another page or process guessing the port) is

@@ -6,6 +6,7 @@ mod claims;
 mod discovery;
 mod entra;
 mod identity;
+mod legacy;
 mod loopback;
 mod server;
 pub mod store;
@@ -20,6 +21,18 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// An error and its causes on one line (reqwest's top-level message alone hides the cause).
+/// reqwest names URLs in its errors, never request bodies.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {

@@ -145,6 +145,7 @@ async fn dispatch(req: Request, broker: &Arc<Broker>) -> (Response, bool) {
             wwwauth,
             browser,
             timeout_secs,
+            app,
         } => {
             broker
                 .login_start(LoginRequest {
@@ -154,10 +155,12 @@ async fn dispatch(req: Request, broker: &Arc<Broker>) -> (Response, bool) {
                     wwwauth,
                     browser,
                     timeout: Duration::from_secs(timeout_secs.unwrap_or(300).clamp(5, 3600)),
+                    app,
                 })
                 .await
         }
         Request::LoginWait { flow } => broker.login_wait(&flow).await,
+        Request::LoginRedirect { flow, url } => broker.login_redirect(&flow, &url).await,
         Request::Logout { org } => broker.logout(org.as_deref()).await,
         Request::Status => broker.status().await,
         Request::Doctor => Response::Doctor {

@@ -293,6 +293,18 @@ pub struct AccountRecord {
     /// Who connected it.
     #[serde(default)]
     pub connected_by: Option<String>,
+    /// A legacy Azure DevOps OAuth app: its App ID and registered callback URL (its client
+    /// secret is in the secret store, beside the refresh token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<AppRecord>,
+}
+
+/// The non-secret half of a legacy Azure DevOps OAuth app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AppRecord {
+    pub app_id: String,
+    pub callback: String,
+    pub scope: String,
 }
 
 /// Which account serves an organization.
