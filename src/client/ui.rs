@@ -519,6 +519,23 @@ fn when(unix: u64) -> String {
     }
 }
 
+/// `2026-11-23 09:41 UTC`.
+fn utc_date(unix: u64) -> String {
+    // Days to a civil date (Howard Hinnant's algorithm), for dates after 1970.
+    let days = (unix / 86_400) as i64;
+    let (hour, minute) = ((unix % 86_400) / 3600, (unix % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
+}
+
 fn human(s: u64) -> String {
     match s {
         0..=119 => format!("{s}s"),
@@ -563,11 +580,14 @@ pub fn status_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
                 .map(|u| format!(" <{u}>"))
                 .unwrap_or_default()
         );
-        let _ = writeln!(out, "  tenant     {}", a.tenant);
+        if !a.tenant.is_empty() {
+            let _ = writeln!(out, "  tenant     {}", a.tenant);
+        }
         let _ = writeln!(out, "  identity   {}", o.identity);
         let _ = writeln!(
             out,
-            "  connected  {}{}",
+            "  connected  {} ({}){}",
+            utc_date(o.connected_at),
             when(o.connected_at),
             o.connected_by
                 .as_ref()
@@ -852,5 +872,17 @@ fn socket_dir_check() -> crate::ipc::Check {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
+        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(utc_date(1_795_430_460), "2026-11-23 10:41 UTC");
     }
 }
