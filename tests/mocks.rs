@@ -10,8 +10,13 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::entra::{AuthorizeOutcome, app_object_id, pkce_challenge, sha256};
-use common::{ADO_RESOURCE, Fault, IdentityRef, MockAdo, MockEntra, MockImds, Scheme, TestCa};
+use common::entra::{
+    AuthorizeOutcome, JWT_BEARER_ASSERTION, app_object_id, pkce_challenge, sha256,
+};
+use common::vssps::JWT_BEARER_GRANT;
+use common::{
+    ADO_RESOURCE, Fault, IdentityRef, MockAdo, MockEntra, MockImds, MockVssps, Scheme, TestCa,
+};
 use serde_json::Value;
 
 const CLIENT_ID: &str = "872cd9fa-d31f-45e0-9eab-6e460a02d1f1";
@@ -1517,4 +1522,543 @@ fn managed_identity_endpoints_imds_and_app_service() {
         log.iter()
             .any(|r| r.endpoint == common::MiEndpoint::AppService)
     );
+}
+
+// ---- Legacy Azure DevOps OAuth (app.vssps.visualstudio.com) ----
+
+const LEGACY_APP: &str = "5f0a1b2c-3d4e-4f50-8a61-7b8c9d0e1f2a";
+const LEGACY_CALLBACK: &str = "https://app.fabrikam.example/oauth/callback";
+
+/// `GET /oauth2/authorize` on the mock; `with` adds or replaces parameters (an
+/// empty value removes one). Redirects are not followed.
+fn legacy_authorize(env: &Env, vssps: &MockVssps, with: &[(&str, &str)]) -> Http {
+    let mut params = vec![
+        ("client_id", LEGACY_APP),
+        ("response_type", "Assertion"),
+        ("state", "st 1&x=/é"),
+        ("scope", "vso.code_write"),
+        ("redirect_uri", LEGACY_CALLBACK),
+    ];
+    for (k, v) in with {
+        params.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            params.push((k, v));
+        }
+    }
+    let pairs: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut args = vec!["-G"];
+    args.extend(
+        pairs
+            .iter()
+            .flat_map(|kv| ["--data-urlencode", kv.as_str()]),
+    );
+    let url = vssps.authorize_url();
+    args.push(&url);
+    curl(env, &args)
+}
+
+/// An approved authorize request's code.
+fn legacy_code(env: &Env, vssps: &MockVssps, with: &[(&str, &str)]) -> String {
+    let (_, query) = location(&legacy_authorize(env, vssps, with));
+    query["code"].clone()
+}
+
+/// `POST /oauth2/token` with the fields the real service expects; `with` adds or
+/// replaces fields (an empty value removes one).
+fn legacy_token(env: &Env, vssps: &MockVssps, fields: &[(&str, &str)]) -> Http {
+    let form: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut args: Vec<&str> = form
+        .iter()
+        .flat_map(|kv| ["--data-urlencode", kv.as_str()])
+        .collect();
+    let url = vssps.token_url();
+    args.push(&url);
+    curl(env, &args)
+}
+
+fn legacy_fields<'a>(
+    secret: &'a str,
+    grant: &'a str,
+    assertion: &'a str,
+    with: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut form = vec![
+        ("client_assertion_type", JWT_BEARER_ASSERTION),
+        ("client_assertion", secret),
+        ("grant_type", grant),
+        ("assertion", assertion),
+        ("redirect_uri", LEGACY_CALLBACK),
+    ];
+    for (k, v) in with {
+        form.retain(|(name, _)| name != k);
+        if !v.is_empty() {
+            form.push((k, v));
+        }
+    }
+    form
+}
+
+fn legacy_redeem(
+    env: &Env,
+    v: &MockVssps,
+    secret: &str,
+    code: &str,
+    with: &[(&str, &str)],
+) -> Http {
+    legacy_token(env, v, &legacy_fields(secret, JWT_BEARER_GRANT, code, with))
+}
+
+fn legacy_refresh(env: &Env, v: &MockVssps, secret: &str, rt: &str) -> Http {
+    legacy_token(env, v, &legacy_fields(secret, "refresh_token", rt, &[]))
+}
+
+fn assert_legacy_error(r: &Http, status: u16, error: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    assert_eq!(r.json()["Error"], error, "{}", r.body);
+    assert!(r.json()["ErrorDescription"].is_string(), "{}", r.body);
+}
+
+fn is_jwt_shaped(s: &str) -> bool {
+    let b64url = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| b64url(p))
+}
+
+fn legacy_setup() -> (Env, MockVssps, String) {
+    let env = setup();
+    let vssps = MockVssps::start(&env.ca);
+    let secret = vssps.add_app(LEGACY_APP, LEGACY_CALLBACK, &["vso.code_write", "vso.code"]);
+    (env, vssps, secret)
+}
+
+#[test]
+fn legacy_authorize_redirects_to_the_exact_callback_only() {
+    let (env, vssps, secret) = legacy_setup();
+    assert!(is_jwt_shaped(&secret), "{secret}");
+
+    let r = legacy_authorize(&env, &vssps, &[]);
+    let (loc, query) = location(&r);
+    assert!(
+        loc.starts_with(&format!("{LEGACY_CALLBACK}?code=")),
+        "{loc}"
+    );
+    assert_eq!(query["state"], "st 1&x=/é");
+    assert_eq!(query.len(), 2, "{query:?}");
+    assert!(is_jwt_shaped(&query["code"]), "{}", query["code"]);
+    let claims = jwt_payload(&query["code"]);
+    assert_eq!(claims["nameid"], vssps.user_id().as_str());
+    let stats = vssps.stats();
+    assert_eq!(stats.authorize_requests, 1);
+    let last = stats.last_authorize.unwrap();
+    assert_eq!(last["response_type"], "Assertion");
+    assert_eq!(last["redirect_uri"], LEGACY_CALLBACK);
+
+    // A callback with a query gets `&`.
+    let with_query = "https://app.fabrikam.example/cb?tenant=1";
+    vssps.add_app("other-app", with_query, &["vso.code"]);
+    let r = legacy_authorize(
+        &env,
+        &vssps,
+        &[
+            ("client_id", "other-app"),
+            ("redirect_uri", with_query),
+            ("scope", "vso.code"),
+        ],
+    );
+    let (loc, _) = location(&r);
+    assert!(loc.starts_with(&format!("{with_query}&code=")), "{loc}");
+
+    // Errors are HTML pages, never redirects.
+    let refused = [
+        (
+            (
+                "redirect_uri",
+                "https://app.fabrikam.example/oauth/callback/",
+            ),
+            "Invalid redirect_uri",
+        ),
+        (
+            (
+                "redirect_uri",
+                "https://APP.fabrikam.example/oauth/callback",
+            ),
+            "Invalid redirect_uri",
+        ),
+        (
+            ("redirect_uri", "http://127.0.0.1:8400/callback"),
+            "Invalid redirect_uri",
+        ),
+        (("redirect_uri", ""), "Invalid redirect_uri"),
+        (("scope", "vso.code_write vso.build"), "Invalid scope"),
+        (("scope", ""), "Invalid scope"),
+        (("client_id", "not-registered"), "Invalid client_id"),
+        (("client_id", ""), "Invalid client_id"),
+        (("response_type", "code"), "Invalid response_type"),
+    ];
+    for ((k, v), message) in refused {
+        let r = legacy_authorize(&env, &vssps, &[(k, v)]);
+        assert_eq!(r.status, 400, "{k}={v}: {}", r.body);
+        assert!(r.headers("Location").is_empty(), "{k}={v}: {:?}", r.headers);
+        assert!(r.body.contains(message), "{k}={v}: {}", r.body);
+        assert!(r.headers("Content-Type")[0].starts_with("text/html"));
+    }
+
+    // A subset of the registered scopes is fine.
+    location(&legacy_authorize(&env, &vssps, &[("scope", "vso.code")]));
+
+    vssps.set_authorize_outcome(AuthorizeOutcome::Deny);
+    let (loc, query) = location(&legacy_authorize(&env, &vssps, &[]));
+    assert!(
+        loc.starts_with(&format!("{LEGACY_CALLBACK}?error=access_denied")),
+        "{loc}"
+    );
+    assert_eq!(query["state"], "st 1&x=/é");
+    assert!(!query.contains_key("code"));
+
+    vssps.set_authorize_outcome(AuthorizeOutcome::Ignore);
+    let r = legacy_authorize(&env, &vssps, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers("Location").is_empty());
+    assert!(r.body.contains("Sign in"));
+    assert_eq!(vssps.stats().authorize_requests, 5 + refused.len());
+}
+
+#[test]
+fn legacy_code_redeems_once_for_string_expires_in() {
+    let (env, vssps, secret) = legacy_setup();
+    let code = legacy_code(&env, &vssps, &[]);
+
+    // Refusals that do not use the code up.
+    let r = legacy_redeem(&env, &vssps, "wrong.secret.value", &code, &[]);
+    assert_legacy_error(&r, 401, "invalid_client");
+    assert_eq!(r.json()["ErrorDescription"], "Invalid client auth token.");
+    let r = legacy_redeem(
+        &env,
+        &vssps,
+        &secret,
+        &code,
+        &[("redirect_uri", "https://app.fabrikam.example/")],
+    );
+    assert_legacy_error(&r, 400, "invalid_request");
+    let r = legacy_redeem(&env, &vssps, &secret, &code, &[("redirect_uri", "")]);
+    assert_legacy_error(&r, 400, "invalid_request");
+    let r = legacy_redeem(
+        &env,
+        &vssps,
+        &secret,
+        &code,
+        &[("client_assertion_type", "x")],
+    );
+    assert_legacy_error(&r, 400, "invalid_request");
+    let r = legacy_redeem(
+        &env,
+        &vssps,
+        &secret,
+        &code,
+        &[("grant_type", "authorization_code")],
+    );
+    assert_legacy_error(&r, 400, "unsupported_grant_type");
+    assert_eq!(
+        vssps.stats().last_error.as_deref(),
+        Some("unsupported_grant_type")
+    );
+    let r = legacy_redeem(&env, &vssps, &secret, "not-a-code", &[]);
+    assert_legacy_error(&r, 400, "invalid_grant");
+    // Another app's secret cannot redeem this app's code.
+    let other = vssps.add_app("other-app", LEGACY_CALLBACK, &["vso.code_write"]);
+    let r = legacy_redeem(&env, &vssps, &other, &code, &[]);
+    assert_legacy_error(&r, 400, "invalid_grant");
+    // JSON bodies are refused: the service takes a form.
+    let fields = legacy_fields(&secret, JWT_BEARER_GRANT, &code, &[]);
+    let json: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(*v)))
+        .collect();
+    let url = vssps.token_url();
+    let body = Value::Object(json).to_string();
+    let r = curl(
+        &env,
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+            &url,
+        ],
+    );
+    assert_legacy_error(&r, 400, "invalid_request");
+
+    let r = legacy_redeem(&env, &vssps, &secret, &code, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.headers("Content-Type")[0].starts_with("application/json"));
+    let body = r.json();
+    assert_eq!(body["expires_in"], "3599");
+    assert_eq!(body["token_type"], "jwt-bearer");
+    assert_eq!(body["scope"], "vso.code_write vso.authorization_grant");
+    let token = body["access_token"].as_str().unwrap();
+    assert!(is_jwt_shaped(token), "{token}");
+    let claims = jwt_payload(token);
+    assert_eq!(claims["nameid"], vssps.user_id().as_str());
+    assert_eq!(claims["appid"], LEGACY_APP);
+    assert_eq!(claims["scp"], "vso.code_write");
+    assert_eq!(claims["iss"], "app.vstoken.visualstudio.com");
+    assert_eq!(claims["aud"], "app.vstoken.visualstudio.com");
+    assert!(claims["aui"].as_str().is_some_and(|a| a.len() == 36));
+    assert!(claims["exp"].as_u64().unwrap() > claims["nbf"].as_u64().unwrap());
+    assert!(
+        body["refresh_token"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    let info = vssps.validate(token).unwrap();
+    assert_eq!(
+        (
+            info.name.as_str(),
+            info.email.as_str(),
+            info.app_id.as_str()
+        ),
+        ("Grace Hopper", "grace@fabrikam.example", LEGACY_APP)
+    );
+    assert_eq!(info.scopes, vec!["vso.code_write"]);
+    assert_eq!(info.user_id, vssps.user_id());
+    assert!(vssps.validate("garbage").is_none());
+
+    let stats = vssps.stats();
+    let form = stats.last_token_form.unwrap();
+    let expected: Vec<(&str, &str)> = legacy_fields(&secret, JWT_BEARER_GRANT, &code, &[]);
+    let expected: std::collections::BTreeMap<String, String> = expected
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(form, expected);
+    assert_eq!((stats.code_ok, stats.code_refused), (1, 6));
+    assert_eq!(stats.token_requests, 9);
+
+    // Single use.
+    let r = legacy_redeem(&env, &vssps, &secret, &code, &[]);
+    assert_legacy_error(&r, 400, "invalid_grant");
+    assert_eq!(vssps.stats().last_error.as_deref(), Some("invalid_grant"));
+
+    // Expired codes; configured lifetimes.
+    vssps.set_code_lifetime(Duration::ZERO);
+    let code = legacy_code(&env, &vssps, &[]);
+    assert_legacy_error(
+        &legacy_redeem(&env, &vssps, &secret, &code, &[]),
+        400,
+        "invalid_grant",
+    );
+    vssps.set_code_lifetime(Duration::from_secs(60));
+    vssps.set_token_lifetime(Duration::from_secs(120));
+    vssps.set_user("Alan Turing", "alan@fabrikam.example");
+    let code = legacy_code(&env, &vssps, &[("scope", "vso.code vso.code_write")]);
+    let r = legacy_redeem(&env, &vssps, &secret, &code, &[]);
+    assert_eq!(r.json()["expires_in"], "120", "{}", r.body);
+    assert_eq!(
+        r.json()["scope"],
+        "vso.code vso.code_write vso.authorization_grant"
+    );
+    let info = vssps
+        .validate(r.json()["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(info.email, "alan@fabrikam.example");
+    vssps.set_token_lifetime(Duration::ZERO);
+    let code = legacy_code(&env, &vssps, &[]);
+    let r = legacy_redeem(&env, &vssps, &secret, &code, &[]);
+    assert!(
+        vssps
+            .validate(r.json()["access_token"].as_str().unwrap())
+            .is_none()
+    );
+}
+
+#[test]
+fn legacy_refresh_rotates_and_faults() {
+    let (env, vssps, secret) = legacy_setup();
+    let code = legacy_code(&env, &vssps, &[]);
+    let first = legacy_redeem(&env, &vssps, &secret, &code, &[]).json();
+    let rt1 = first["refresh_token"].as_str().unwrap().to_string();
+
+    let r = legacy_refresh(&env, &vssps, &secret, &rt1);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let second = r.json();
+    assert_eq!(second["expires_in"], "3599");
+    assert_eq!(second["scope"], "vso.code_write vso.authorization_grant");
+    let rt2 = second["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(rt1, rt2);
+    assert_ne!(first["access_token"], second["access_token"]);
+    assert!(
+        vssps
+            .validate(second["access_token"].as_str().unwrap())
+            .is_some()
+    );
+    let form = vssps.stats().last_token_form.unwrap();
+    assert_eq!(form["grant_type"], "refresh_token");
+    assert_eq!(form["assertion"], rt1);
+
+    // Strict rotation: the old refresh token is spent.
+    assert_legacy_error(
+        &legacy_refresh(&env, &vssps, &secret, &rt1),
+        400,
+        "invalid_grant",
+    );
+    assert_legacy_error(
+        &legacy_refresh(&env, &vssps, "x.y.z", &rt2),
+        401,
+        "invalid_client",
+    );
+    let r = legacy_token(
+        &env,
+        &vssps,
+        &legacy_fields(
+            &secret,
+            "refresh_token",
+            &rt2,
+            &[("redirect_uri", "https://x.example/")],
+        ),
+    );
+    assert_legacy_error(&r, 400, "invalid_request");
+    let r = legacy_refresh(&env, &vssps, &secret, &rt2);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rt3 = r.json()["refresh_token"].as_str().unwrap().to_string();
+
+    vssps.set_strict_rotation(false);
+    assert_eq!(legacy_refresh(&env, &vssps, &secret, &rt2).status, 200);
+    vssps.revoke_all_refresh_tokens();
+    assert_legacy_error(
+        &legacy_refresh(&env, &vssps, &secret, &rt3),
+        400,
+        "invalid_grant",
+    );
+    let stats = vssps.stats();
+    assert_eq!((stats.refresh_ok, stats.refresh_refused), (3, 4));
+
+    // Faults.
+    vssps.set_fault(Fault::Status(503, Some(7)));
+    let r = legacy_refresh(&env, &vssps, &secret, &rt3);
+    assert_eq!((r.status, r.headers("Retry-After")), (503, vec!["7"]));
+    vssps.set_fault(Fault::Garbage);
+    let r = legacy_refresh(&env, &vssps, &secret, &rt3);
+    assert_eq!((r.status, r.body.as_str()), (200, "<html>not json</html>"));
+    vssps.set_fault(Fault::Slow(Duration::from_millis(1200)));
+    let start = Instant::now();
+    assert_eq!(legacy_refresh(&env, &vssps, &secret, &rt3).status, 400);
+    assert!(start.elapsed() >= Duration::from_millis(1200));
+    vssps.set_fault(Fault::Down);
+    let out = curl_output(
+        &env,
+        &[&vssps.token_url(), "-d", "grant_type=refresh_token"],
+    );
+    assert!(!out.status.success());
+    let out = curl_output(&env, &[&vssps.authorize_url()]);
+    assert!(!out.status.success());
+    assert!(vssps.stats().dropped_connections >= 2);
+    vssps.set_fault(Fault::None);
+    let before = vssps.stats().token_requests;
+    assert_eq!(legacy_refresh(&env, &vssps, &secret, &rt3).status, 400);
+    assert_eq!(vssps.stats().token_requests, before + 1);
+}
+
+#[test]
+fn mock_ado_accepts_legacy_tokens() {
+    let (env, vssps, secret) = legacy_setup();
+    let token_for = |scope: &str| {
+        let code = legacy_code(&env, &vssps, &[("scope", scope)]);
+        access_token(&legacy_redeem(&env, &vssps, &secret, &code, &[]))
+    };
+    let write = token_for("vso.code_write");
+    let read = token_for("vso.code");
+
+    // Not accepted until MockAdo is told about the service.
+    assert_eq!(connection_data(&env, "contoso", &write).status, 401);
+    env.ado.accept_legacy(vssps.validator());
+    env.ado.set_org_tenant("elsewhere", OTHER_TENANT);
+    for org in ["contoso", "elsewhere"] {
+        let r = connection_data(&env, org, &write);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let user = &r.json()["authenticatedUser"];
+        assert_eq!(user["providerDisplayName"], "Grace Hopper");
+        assert_eq!(
+            user["properties"]["Account"]["$value"],
+            "grace@fabrikam.example"
+        );
+        assert_eq!(user["id"], vssps.user_id().as_str());
+    }
+    let pair = STANDARD.encode(format!("anyone:{read}"));
+    let url = format!("{}/contoso/_apis/connectionData", env.ado.url());
+    let r = curl(&env, &["-H", &format!("Authorization: Basic {pair}"), &url]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    for garbage in ["garbage", "a.b.c", &secret] {
+        assert_eq!(connection_data(&env, "contoso", garbage).status, 401);
+    }
+    let log = env.ado.requests();
+    assert!(
+        log.iter().filter(|r| r.accepted).all(|r| r.legacy),
+        "{log:#?}"
+    );
+
+    // Git: read scopes clone, only write scopes push.
+    let url = env.ado.create_repo("contoso", "proj", "repo");
+    let work = env.dir.join("work");
+    let src = work.join("src");
+    git_ok(&env, &work, &["init", "-q", "src"]);
+    std::fs::write(src.join("README"), "hello\n").unwrap();
+    git_ok(&env, &src, &["add", "."]);
+    git_ok(&env, &src, &["commit", "-q", "-m", "first"]);
+    let out = git(
+        &env,
+        &src,
+        &["-c", &bearer(&read), "push", "-q", &url, "main"],
+    );
+    assert!(!out.status.success());
+    let refused = env
+        .ado
+        .requests()
+        .into_iter()
+        .rfind(|r| !r.accepted)
+        .unwrap();
+    assert!(refused.path.ends_with("/info/refs"), "{refused:?}");
+    // The backend runs as the legacy user (REMOTE_USER = email), as the reflog shows.
+    let bare = env.ado.root().join("contoso/proj/_git/repo");
+    git_ok(&env, &bare, &["config", "core.logAllRefUpdates", "true"]);
+    git_ok(
+        &env,
+        &src,
+        &["-c", &bearer(&write), "push", "-q", &url, "main"],
+    );
+    let reflog = std::fs::read_to_string(bare.join("logs/refs/heads/main")).unwrap();
+    assert!(reflog.contains("grace@fabrikam.example"), "{reflog}");
+    git_ok(
+        &env,
+        &work,
+        &["-c", &basic(&read), "clone", "-q", &url, "clone"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("clone/README")).unwrap(),
+        "hello\n"
+    );
+    let vso_build = vssps.add_app("build-app", LEGACY_CALLBACK, &["vso.build"]);
+    let code = legacy_code(
+        &env,
+        &vssps,
+        &[("client_id", "build-app"), ("scope", "vso.build")],
+    );
+    let build = access_token(&legacy_redeem(&env, &vssps, &vso_build, &code, &[]));
+    assert_eq!(connection_data(&env, "contoso", &build).status, 200);
+    let out = git(&env, &work, &["-c", &bearer(&build), "ls-remote", &url]);
+    assert!(!out.status.success());
+
+    // Entra tokens still work next to legacy ones.
+    env.entra.set_auto_approve_after_polls(0);
+    let entra = sign_in(&env, "organizations");
+    let r = connection_data(&env, "contoso", entra["access_token"].as_str().unwrap());
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["authenticatedUser"]["providerDisplayName"],
+        "Ada Lovelace"
+    );
+    assert!(!env.ado.requests().last().unwrap().legacy);
 }

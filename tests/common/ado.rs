@@ -1,7 +1,9 @@
 //! Mock Azure DevOps over HTTPS: checks `Authorization` (Bearer or Basic) against
-//! a [`MockEntra`] and the organisation's tenant, answers 401 with the real
-//! service's challenge headers, serves `_apis/connectionData`, and runs
-//! `git http-backend` (CGI) for `/{org}/{project}/_git/{repo}` smart-HTTP paths.
+//! a [`MockEntra`] and the organisation's tenant (or, once `accept_legacy` is
+//! called, against a [`MockVssps`](super::vssps::MockVssps) and the token's
+//! scopes), answers 401 with the real service's challenge headers, serves
+//! `_apis/connectionData`, and runs `git http-backend` (CGI) for
+//! `/{org}/{project}/_git/{repo}` smart-HTTP paths.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -19,6 +21,7 @@ use serde_json::json;
 
 use super::entra::{ADO_RESOURCE, EntraValidator, MockEntra, TokenInfo};
 use super::tls::{HttpsServer, Resp, TestCa, guid, response};
+use super::vssps::{LegacyTokenInfo, VsspsValidator};
 
 /// Authorization scheme a request presented.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,13 +39,48 @@ pub struct AdoRequest {
     pub path: String,
     pub scheme: Scheme,
     pub accepted: bool,
+    /// Accepted with a legacy (app.vssps.visualstudio.com) access token.
+    pub legacy: bool,
 }
+
+/// Scopes of a legacy token that allow reading git repositories.
+pub const LEGACY_CODE_READ: &[&str] = &["vso.code", "vso.code_write", "vso.code_full"];
+/// Scopes of a legacy token that allow pushing (`git-receive-pack`).
+pub const LEGACY_CODE_WRITE: &[&str] = &["vso.code_write", "vso.code_full"];
 
 #[derive(Default)]
 struct State {
     org_tenants: HashMap<String, String>,
     reject_all: bool,
+    legacy: Option<VsspsValidator>,
     log: Vec<AdoRequest>,
+}
+
+/// Who an accepted request is authenticated as.
+struct Caller {
+    /// Identity id: the Entra `oid`, or the legacy token's user id.
+    id: String,
+    name: String,
+    /// Sign-in address: the Entra `upn` (empty for apps), or the legacy user's email.
+    account: String,
+}
+
+impl Caller {
+    fn entra(t: &TokenInfo) -> Caller {
+        Caller {
+            id: t.oid.clone(),
+            name: t.name.clone(),
+            account: t.upn.clone(),
+        }
+    }
+
+    fn legacy(t: &LegacyTokenInfo) -> Caller {
+        Caller {
+            id: t.user_id.clone(),
+            name: t.name.clone(),
+            account: t.email.clone(),
+        }
+    }
 }
 
 struct Ctx {
@@ -123,6 +161,14 @@ impl MockAdo {
         st.org_tenants.insert(org.into(), tenant.into());
     }
 
+    /// Also accepts the access tokens of this legacy OAuth service (app.vssps), in any
+    /// organization: git reads need `vso.code`, `vso.code_write` or `vso.code_full`,
+    /// pushes `vso.code_write` or `vso.code_full`; anything else (`connectionData`)
+    /// just a valid token. Replaces an earlier validator.
+    pub fn accept_legacy(&self, validator: VsspsValidator) {
+        self.state.lock().unwrap().legacy = Some(validator);
+    }
+
     /// While true every request is 401, valid token or not ("access removed").
     pub fn reject_all(&self, reject: bool) {
         self.state.lock().unwrap().reject_all = reject;
@@ -194,27 +240,37 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Option<Resp> {
         return Some(response(404, "text/html", "<html>Not Found</html>"));
     };
     let (scheme, token) = parse_auth(req.headers());
-    let user = token.and_then(|t| ctx.entra.validate(&t));
-    let tenant = {
-        let mut st = ctx.state.lock().unwrap();
+    let (tenant, reject_all, legacy) = {
+        let st = ctx.state.lock().unwrap();
         let tenant = st.org_tenants.get(org).cloned();
         let tenant = tenant.unwrap_or_else(|| MockEntra::HOME_TENANT.to_string());
-        let reject_all = st.reject_all;
-        let user = user.as_ref();
-        let accepted =
-            !reject_all && user.is_some_and(|u| u.tid == tenant && u.aud == ADO_RESOURCE);
-        st.log.push(AdoRequest {
-            method: method.to_string(),
-            path: path.to_string(),
-            scheme,
-            accepted,
-        });
-        if !accepted {
-            return Some(unauthorized(&ctx.base, org, &tenant));
-        }
-        tenant
+        (tenant, st.reject_all, st.legacy.clone())
     };
-    let user = user?;
+    let entra_user = token.as_deref().and_then(|t| ctx.entra.validate(t));
+    let entra_user = entra_user.filter(|u| u.tid == tenant && u.aud == ADO_RESOURCE);
+    let caller = match entra_user {
+        Some(u) => Some((Caller::entra(&u), false)),
+        None => {
+            let needed = legacy_scopes(&segs[1..], req.uri().query());
+            let legacy_user = token
+                .as_deref()
+                .zip(legacy)
+                .and_then(|(t, v)| v.validate(t));
+            let legacy_user = legacy_user.filter(|u| needed.is_none_or(|s| u.has_any_scope(s)));
+            legacy_user.map(|u| (Caller::legacy(&u), true))
+        }
+    };
+    let caller = caller.filter(|_| !reject_all);
+    ctx.state.lock().unwrap().log.push(AdoRequest {
+        method: method.to_string(),
+        path: path.to_string(),
+        scheme,
+        accepted: caller.is_some(),
+        legacy: caller.as_ref().is_some_and(|(_, legacy)| *legacy),
+    });
+    let Some((user, _)) = caller else {
+        return Some(unauthorized(&ctx.base, org, &tenant));
+    };
     Some(match &segs[1..] {
         [] => response(200, "text/html", format!("<html>{org}</html>")),
         ["_apis", "connectionData"] if method == Method::GET => {
@@ -225,6 +281,27 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Option<Resp> {
         }
         _ => response(404, "text/html", "<html>TF400898: Not Found</html>"),
     })
+}
+
+/// The scopes of which a legacy token needs one for this path below the organization
+/// (`None`: any valid token will do).
+fn legacy_scopes(segs: &[&str], query: Option<&str>) -> Option<&'static [&'static str]> {
+    let service = |q: &str| {
+        let mut pairs = url::form_urlencoded::parse(q.as_bytes());
+        pairs
+            .find(|(k, _)| k == "service")
+            .map(|(_, v)| v.into_owned())
+    };
+    match segs {
+        [_, "_git", _, "git-receive-pack"] => Some(LEGACY_CODE_WRITE),
+        [_, "_git", _, "info", "refs"]
+            if query.and_then(service).as_deref() == Some("git-receive-pack") =>
+        {
+            Some(LEGACY_CODE_WRITE)
+        }
+        [_, "_git", _, ..] => Some(LEGACY_CODE_READ),
+        _ => None,
+    }
 }
 
 fn unauthorized(base: &str, org: &str, tenant: &str) -> Resp {
@@ -248,18 +325,18 @@ fn unauthorized(base: &str, org: &str, tenant: &str) -> Resp {
         .unwrap()
 }
 
-fn connection_data(ctx: &Ctx, user: &TokenInfo, tenant: &str) -> Resp {
+fn connection_data(ctx: &Ctx, user: &Caller, tenant: &str) -> Resp {
     let descriptor = format!(
         "aad.{}",
-        STANDARD_NO_PAD.encode(format!("{tenant}\\{}", user.oid))
+        STANDARD_NO_PAD.encode(format!("{tenant}\\{}", user.id))
     );
     let identity = json!({
-        "id": user.oid,
+        "id": user.id,
         "descriptor": descriptor,
         "subjectDescriptor": descriptor,
         "providerDisplayName": user.name,
         "isActive": true,
-        "properties": {"Account": {"$type": "System.String", "$value": user.upn}},
+        "properties": {"Account": {"$type": "System.String", "$value": user.account}},
         "resourceVersion": 2,
         "metaTypeId": 0,
     });
@@ -274,7 +351,7 @@ fn connection_data(ctx: &Ctx, user: &TokenInfo, tenant: &str) -> Resp {
 }
 
 /// Runs `git http-backend` as a CGI script for one request.
-async fn http_backend(ctx: &Ctx, req: Request<Incoming>, user: &TokenInfo) -> Resp {
+async fn http_backend(ctx: &Ctx, req: Request<Incoming>, user: &Caller) -> Resp {
     let (parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return response(400, "text/plain", "bad request body");
@@ -290,7 +367,7 @@ async fn http_backend(ctx: &Ctx, req: Request<Incoming>, user: &TokenInfo) -> Re
         .env("REQUEST_METHOD", parts.method.as_str())
         .env("PATH_INFO", parts.uri.path())
         .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
-        .env("REMOTE_USER", &user.upn)
+        .env("REMOTE_USER", &user.account)
         .env("REMOTE_ADDR", "127.0.0.1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,7 +1,8 @@
 //! Test-side mock servers shared by the integration tests: a throw-away CA
 //! (`tls`), a mock Microsoft Entra ID (`entra`), a mock Azure DevOps in
-//! front of `git http-backend` (`ado`) and mock managed-identity endpoints
-//! (`imds`: Azure VM IMDS and App Service). Each server runs on its own
+//! front of `git http-backend` (`ado`), mock managed-identity endpoints
+//! (`imds`: Azure VM IMDS and App Service) and a mock of the legacy Azure DevOps
+//! OAuth service, app.vssps.visualstudio.com (`vssps`). Each server runs on its own
 //! background tokio runtime, binds 127.0.0.1 only, and stops when its handle
 //! is dropped.
 #![allow(dead_code, unused_imports)]
@@ -11,6 +12,7 @@ pub mod entra;
 pub mod harness;
 pub mod imds;
 pub mod tls;
+pub mod vssps;
 
 pub use ado::{AdoRequest, MockAdo, Scheme};
 pub use entra::{
@@ -19,3 +21,4 @@ pub use entra::{
 };
 pub use imds::{IdentityRef, MiEndpoint, MiRequest, MockImds};
 pub use tls::TestCa;
+pub use vssps::{LegacyTokenInfo, MockVssps, VsspsStats, VsspsValidator};
