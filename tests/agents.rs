@@ -8,6 +8,7 @@ use base64::Engine;
 use common::MockEntra;
 use common::harness::{World, field, ok, text};
 use common::imds::{IdentityRef, MockImds};
+use common::oidc::{federated_jwt, oidc_provider};
 
 const APP: &str = "6a1e3b52-2f0c-4d3e-9a7b-1c2d3e4f5a6b";
 
@@ -96,22 +97,7 @@ fn workload_identity_re_reads_its_token_file() {
     w.entra
         .add_federated_app(APP, "system:serviceaccount:ci:agent");
     let file = w.path("federated-token");
-    let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-    let write_token = |sub: &str| {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 3600;
-        let jwt = format!(
-            "{}.{}.sig",
-            b64(r#"{"alg":"RS256","typ":"JWT"}"#.into()),
-            b64(format!(
-                r#"{{"sub":"{sub}","aud":"api://AzureADTokenExchange","iss":"https://oidc.example","exp":{exp}}}"#
-            ))
-        );
-        std::fs::write(&file, jwt).unwrap();
-    };
+    let write_token = |sub: &str| std::fs::write(&file, federated_jwt(sub)).unwrap();
     write_token("system:serviceaccount:ci:agent");
     configure(&w, "kind = \"workload-identity\"");
     w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
@@ -192,62 +178,6 @@ fn an_app_service_refusal_is_reported_with_its_message() {
 }
 
 /// A federated token (JWT) as an OIDC provider would issue it for `sub`.
-fn federated_jwt(sub: &str) -> String {
-    let b64 = |s: String| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    format!(
-        "{}.{}.sig",
-        b64(r#"{"alg":"RS256","typ":"JWT"}"#.into()),
-        b64(format!(
-            r#"{{"sub":"{sub}","aud":"api://AzureADTokenExchange","iss":"https://oidc.example","exp":{exp}}}"#
-        ))
-    )
-}
-
-/// A CI system's OIDC token endpoint: checks the bearer token and answers with `body(jwt)`.
-fn oidc_provider(
-    w: &World,
-    bearer: &'static str,
-    sub: &'static str,
-    body: fn(String) -> String,
-) -> (
-    common::tls::HttpsServer,
-    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-) {
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let server = common::tls::HttpsServer::start(
-        w.ca.server_config(),
-        || true,
-        move |_| {
-            move |req: hyper::Request<hyper::body::Incoming>| {
-                let log = log.clone();
-                async move {
-                    let auth = req
-                        .headers()
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    log.lock()
-                        .unwrap()
-                        .push(format!("{} {}", req.method(), req.uri()));
-                    Some(if auth.eq_ignore_ascii_case(&format!("bearer {bearer}")) {
-                        common::tls::response(200, "application/json", body(federated_jwt(sub)))
-                    } else {
-                        common::tls::response(401, "application/json", "{\"message\":\"no\"}")
-                    })
-                }
-            }
-        },
-    );
-    (server, seen)
-}
-
 #[test]
 fn workload_identity_in_github_actions() {
     let mut w = World::new();

@@ -11,6 +11,7 @@ pub mod ado;
 pub mod entra;
 pub mod harness;
 pub mod imds;
+pub mod oidc;
 pub mod tls;
 pub mod vssps;
 

@@ -1,0 +1,279 @@
+//! The build-agent pages of docs/agents/, tried as a new user would: each page's script runs
+//! as written (the install line aside) under the variables its platform sets, with a real git
+//! and the real daemon, against local stand-ins for the platform, Entra ID and Azure DevOps.
+//! Each page's first "When it fails" message is then provoked and must be what git shows.
+
+mod common;
+
+use common::MockEntra;
+use common::harness::{World, text};
+use common::imds::MockImds;
+use common::oidc::{federated_jwt, oidc_provider};
+use std::path::Path;
+use std::process::Output;
+
+const APP: &str = "3f2a9c1e-7b4d-4e8f-9a61-0c5d2e7b8a94";
+const CONNECTION: &str = "c0ffee00-0000-4000-8000-00000000abcd";
+
+fn page(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/agents")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The agent's script of a page: the `run: |` / `script: |` block of its YAML, else the
+/// ```sh block that sets the helper up.
+fn script(doc: &str) -> String {
+    let lines: Vec<&str> = doc.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    if let Some(i) = lines
+        .iter()
+        .position(|l| l.trim_end().ends_with("run: |") || l.trim_end().ends_with("script: |"))
+    {
+        // The block scalar: lines indented past its key, blank lines included.
+        let key = lines[i].find(|c: char| c.is_ascii_alphabetic()).unwrap();
+        let body: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| l.trim().is_empty() || indent(l) > key)
+            .copied()
+            .collect();
+        let least = body
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| indent(l))
+            .min()
+            .unwrap();
+        return body
+            .iter()
+            .map(|l| format!("{}\n", l.get(least..).unwrap_or("")))
+            .collect();
+    }
+    let blocks: Vec<&str> = doc.split("```").collect();
+    let block = blocks
+        .iter()
+        .find(|b| b.starts_with("sh\n") && b.contains("git-credential-azdo setup"))
+        .expect("a ```sh block that runs setup");
+    block.trim_start_matches("sh\n").to_string()
+}
+
+/// `KEY: value` lines of the page's YAML `env:`/`variables:` blocks.
+fn yaml_env(doc: &str) -> Vec<(String, String)> {
+    doc.lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once(": ")?;
+            let var = k.chars().all(|c| c.is_ascii_uppercase() || c == '_') && k.len() > 3;
+            var.then(|| (k.to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+/// The first message under "## When it fails", up to its first ellipsis.
+fn first_documented_failure(doc: &str) -> String {
+    let section = doc
+        .split("## When it fails")
+        .nth(1)
+        .expect("a failures section");
+    let quoted = section.split('`').nth(1).expect("a quoted message");
+    one_line(quoted.split('…').next().unwrap())
+}
+
+/// Whitespace runs as single spaces (the docs wrap long messages).
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A repository at the page's address, with one commit, and the script pointed at it.
+fn prepare(w: &World, doc: &str, fill: &[(&str, &str)]) -> (String, Vec<(String, String)>) {
+    let url = w.ado.create_repo("contoso", "web", "site");
+    let bare = w.ado.root().join("contoso/web/_git/site");
+    let seed = w.path("seed");
+    let git = |args: &[&str], cwd: &Path| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(cwd)
+            .env("HOME", w.path("home"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(
+        &["init", "-q", "-b", "main", seed.to_str().unwrap()],
+        w.dir.path(),
+    );
+    std::fs::write(seed.join("README.md"), "site\n").unwrap();
+    git(&["add", "."], &seed);
+    git(&["commit", "-qm", "first"], &seed);
+    git(&["push", "-q", bare.to_str().unwrap(), "main"], &seed);
+
+    let mut s = script(doc)
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("cargo install"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    s = s.replace("https://dev.azure.com/contoso/web/_git/site", &url);
+    let mut env = yaml_env(doc);
+    for (placeholder, value) in fill {
+        s = s.replace(placeholder, value);
+        for (_, v) in env.iter_mut() {
+            *v = v.replace(placeholder, value);
+        }
+    }
+    let placeholder = |l: &str| l.split('<').skip(1).any(|r| r.starts_with(char::is_lowercase));
+    let unfilled = s
+        .lines()
+        .any(|l| placeholder(l) && !l.trim_start().starts_with('#'));
+    assert!(!unfilled, "a placeholder is left in the script: {s}");
+    (s, env)
+}
+
+/// Runs the script the way a CI step does (`bash -e`), in a fresh clone directory, with the
+/// configuration the user's home would start with: only the mock's host listed.
+fn run(w: &World, script: &str, env: &[(String, String)]) -> Output {
+    let home = w.path("home");
+    let cfg = home.join(".config/git-credential-azdo");
+    std::fs::create_dir_all(&cfg).unwrap();
+    std::fs::write(
+        cfg.join("config.toml"),
+        format!("hosts = [\"{}\"]\n", w.ado.host()),
+    )
+    .unwrap();
+    let work = w.path("job");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let mut c = w.command("bash");
+    c.args(["-e", "-c", script])
+        .current_dir(&work)
+        .env("XDG_CONFIG_HOME", home.join(".config"));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    common::harness::run_with_input(&mut c, b"")
+}
+
+fn assert_cloned(w: &World, out: &Output) {
+    assert!(
+        out.status.success(),
+        "the page's script failed:\n{}\n{}",
+        text(&out.stderr),
+        w.log()
+    );
+    assert!(text(&out.stdout).contains("first"), "{}", text(&out.stdout));
+    assert_eq!(w.entra.stats().devicecode_requests, 0, "nobody signed in");
+}
+
+fn assert_documented_failure(doc: &str, out: &Output) {
+    let expected = first_documented_failure(doc);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "should fail: {err}");
+    assert!(
+        one_line(&err).contains(&expected),
+        "git should show the documented message {expected:?}:\n{err}"
+    );
+}
+
+#[test]
+fn github_actions_page() {
+    let mut w = World::new();
+    let doc = page("github-actions.md");
+    let sub = "repo:contoso/web:ref:refs/heads/main";
+    w.entra.add_federated_app(APP, sub);
+    let (gh, _seen) = oidc_provider(&w, "gh-request-token", sub, |jwt| {
+        format!(r#"{{"count":1,"value":"{jwt}"}}"#)
+    });
+    let fill = [
+        ("<tenant id>", MockEntra::HOME_TENANT),
+        ("<app client id>", APP),
+    ];
+    let (s, env) = prepare(&w, &doc, &fill);
+    w.set_env("XDG_CONFIG_HOME", w.path("home/.config").to_str().unwrap());
+    // Without `id-token: write`, GitHub sets no OIDC variables.
+    assert_documented_failure(&doc, &run(&w, &s, &env));
+    let mut env = env;
+    env.push((
+        "ACTIONS_ID_TOKEN_REQUEST_URL".into(),
+        format!("https://{}/_apis/oidctoken?api-version=2.0", gh.addr()),
+    ));
+    env.push((
+        "ACTIONS_ID_TOKEN_REQUEST_TOKEN".into(),
+        "gh-request-token".into(),
+    ));
+    assert_cloned(&w, &run(&w, &s, &env));
+}
+
+#[test]
+fn azure_pipelines_page() {
+    let mut w = World::new();
+    let doc = page("azure-pipelines.md");
+    let sub = "sc://contoso/web/agents";
+    w.entra.add_federated_app(APP, sub);
+    let (oidc, _seen) = oidc_provider(&w, "job-access-token", sub, |jwt| {
+        format!(r#"{{"oidcToken":"{jwt}"}}"#)
+    });
+    let fill = [
+        ("<tenant id>", MockEntra::HOME_TENANT),
+        ("<app client id>", APP),
+        ("<connection id>", CONNECTION),
+        ("$(System.AccessToken)", "job-access-token"),
+    ];
+    let (s, env) = prepare(&w, &doc, &fill);
+    w.set_env("XDG_CONFIG_HOME", w.path("home/.config").to_str().unwrap());
+    w.set_env(
+        "SYSTEM_OIDCREQUESTURI",
+        &format!(
+            "https://{}/contoso/_apis/distributedtask/hubs/build/plans/p/jobs/j/oidctoken",
+            oidc.addr()
+        ),
+    );
+    // A step without the env mapping.
+    let unmapped: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| k != "SYSTEM_ACCESSTOKEN")
+        .cloned()
+        .collect();
+    assert_documented_failure(&doc, &run(&w, &s, &unmapped));
+    assert_cloned(&w, &run(&w, &s, &env));
+}
+
+#[test]
+fn aks_page() {
+    let mut w = World::new();
+    let doc = page("aks.md");
+    let sub = "system:serviceaccount:build:agent";
+    w.entra.add_federated_app(APP, sub);
+    let token_file = w.path("azure-identity-token");
+    std::fs::write(&token_file, federated_jwt(sub)).unwrap();
+    let (s, _) = prepare(&w, &doc, &[]);
+    w.set_env("XDG_CONFIG_HOME", w.path("home/.config").to_str().unwrap());
+    // A pod the webhook did not mutate.
+    assert_documented_failure(&doc, &run(&w, &s, &[]));
+    // What the webhook injects.
+    let entra_url = w.entra.url();
+    let env = [
+        ("AZURE_TENANT_ID", MockEntra::HOME_TENANT),
+        ("AZURE_CLIENT_ID", APP),
+        ("AZURE_AUTHORITY_HOST", entra_url.as_str()),
+        ("AZURE_FEDERATED_TOKEN_FILE", token_file.to_str().unwrap()),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    assert_cloned(&w, &run(&w, &s, &env));
+}
+
+#[test]
+fn azure_vm_page() {
+    let mut w = World::new();
+    let doc = page("azure-vm.md");
+    let imds = MockImds::start(&w.entra);
+    let (s, _) = prepare(&w, &doc, &[]);
+    w.set_env("XDG_CONFIG_HOME", w.path("home/.config").to_str().unwrap());
+    // Not an Azure machine: nothing answers at the metadata address.
+    let nowhere = [(
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(),
+        "http://127.0.0.1:9".to_string(),
+    )];
+    assert_documented_failure(&doc, &run(&w, &s, &nowhere));
+    let env = [("AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(), imds.url())];
+    assert_cloned(&w, &run(&w, &s, &env));
+    assert!(imds.served() >= 1);
+}
