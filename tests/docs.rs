@@ -120,7 +120,11 @@ fn prepare(w: &World, doc: &str, fill: &[(&str, &str)]) -> (String, Vec<(String,
             *v = v.replace(placeholder, value);
         }
     }
-    let placeholder = |l: &str| l.split('<').skip(1).any(|r| r.starts_with(char::is_lowercase));
+    let placeholder = |l: &str| {
+        l.split('<')
+            .skip(1)
+            .any(|r| r.starts_with(char::is_lowercase))
+    };
     let unfilled = s
         .lines()
         .any(|l| placeholder(l) && !l.trim_start().starts_with('#'));

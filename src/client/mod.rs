@@ -102,11 +102,7 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
     }) = &resp
     {
         if !interactive() {
-            let _ = writeln!(
-                err,
-                "{NAME}: {message}. Sign in with: {NAME} login --org {}",
-                target.org
-            );
+            let _ = writeln!(err, "{NAME}: {message}{}", login_hint(message, target));
             return ExitCode::SUCCESS;
         }
         let _ = writeln!(err, "{NAME}: {message}; signing in now.");
@@ -134,9 +130,7 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
         }
         Ok(Response::Error { error, message }) => {
             let hint = match error {
-                ErrorKind::NeedsLogin => {
-                    format!(". Sign in with: {NAME} login --org {}", target.org)
-                }
+                ErrorKind::NeedsLogin => login_hint(&message, target),
                 ErrorKind::Unavailable => {
                     ". Cached tokens are used while they last; try again shortly".into()
                 }
@@ -157,6 +151,15 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
             let _ = writeln!(err, "{NAME}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// How to sign in again, unless the daemon's message already says.
+fn login_hint(message: &str, target: &Target) -> String {
+    if message.contains(" login --org ") {
+        String::new()
+    } else {
+        format!(". Sign in with: {NAME} login --org {}", target.org)
     }
 }
 

@@ -565,7 +565,23 @@ impl Broker {
                     Some(t) if t.expires_ms > now_ms() + 5_000 && st.needs_login.is_none() => {
                         token_response(t)
                     }
-                    _ => e,
+                    _ => match (&slot.source, e) {
+                        // Name the way back for an app account: the app again, or Entra ID.
+                        (
+                            Source::App(app),
+                            Response::Error {
+                                error: error @ (ErrorKind::NeedsLogin | ErrorKind::Misconfigured),
+                                message,
+                            },
+                        ) => err(
+                            error,
+                            format!(
+                                "{message}. Connect it again with: git-credential-azdo login --org {org} --app-id {} --client-secret-file FILE, or move to Entra ID: git-credential-azdo login --org {org}",
+                                app.record.app_id
+                            ),
+                        ),
+                        (_, e) => e,
+                    },
                 }
             }
         }

@@ -215,6 +215,12 @@ pub fn callback_tls(
     let (cert, key) = match load() {
         Some(pair) => pair,
         None => {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
             let made = rcgen::generate_simple_self_signed(names)
                 .map_err(|e| format!("cannot generate the callback certificate: {e}"))?;
