@@ -91,8 +91,12 @@ pub enum Request {
         org: Option<String>,
     },
     Status,
-    /// The daemon's own checks: secret store, reachability, each organization's token.
-    Doctor,
+    /// The daemon's own checks: secret store, reachability, each organization's token
+    /// (machine identities' with the caller's variables, as for `Get`).
+    Doctor {
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        env: std::collections::BTreeMap<String, Secret>,
+    },
     Ping,
     Shutdown,
 }

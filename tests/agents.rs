@@ -415,3 +415,50 @@ fn an_arc_challenge_naming_a_file_outside_the_token_directory_is_refused() {
     let err = failure(&w);
     assert!(err.contains("not an Arc key file"), "{err}");
 }
+
+#[test]
+fn doctor_checks_machine_identities_with_the_callers_variables() {
+    let mut w = World::new();
+    w.entra.add_app(APP, Some("s3cret-value"));
+    configure(&w, "kind = \"service-principal\"");
+    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
+    w.set_env("AZURE_CLIENT_ID", APP);
+    // The default identity, no organization known yet: does it give a token at all?
+    let out = w.client(&["doctor"], "");
+    let report = text(&out.stdout);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("✗ identity ci"), "{report}");
+    assert!(report.contains("AZURE_CLIENT_SECRET"), "{report}");
+    assert!(report.contains("docs/build-agents.md"), "{report}");
+    // With the secret in the caller's environment (the daemon never saw it).
+    w.set_env("AZURE_CLIENT_SECRET", "s3cret-value");
+    let out = w.client(&["doctor"], "");
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", text(&out.stderr));
+    assert!(
+        report.contains("✓ identity ci: gives Azure DevOps tokens"),
+        "{report}"
+    );
+    // Once an organization has been served, doctor asks Azure DevOps about it.
+    clone_ok(&w);
+    let report = text(&w.client(&["doctor"], "").stdout);
+    assert!(
+        report.contains("✓ organization contoso: Azure DevOps accepts the token"),
+        "{report}"
+    );
+    w.ado.reject_all(true);
+    let out = w.client(&["doctor", "--json"], "");
+    assert!(!out.status.success());
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let org = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "organization contoso")
+        .unwrap();
+    assert!(
+        org["fix"].as_str().unwrap().contains("add the identity"),
+        "{org}"
+    );
+    assert!(!w.log().contains("s3cret-value"));
+}

@@ -83,17 +83,21 @@ pub fn credential_op(
     }
 }
 
-fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
-    let env = crate::ipc::IDENTITY_VARS
+/// This process's machine-identity variables, for the daemon to use on its behalf.
+fn identity_env() -> std::collections::BTreeMap<String, crate::secret::Secret> {
+    crate::ipc::IDENTITY_VARS
         .iter()
         .filter_map(|k| {
             let v = std::env::var(k).ok().filter(|v| !v.is_empty())?;
             Some((k.to_string(), crate::secret::Secret::new(v)))
         })
-        .collect();
+        .collect()
+}
+
+fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
     let req = Request::Get {
         org: target.org.clone(),
-        env,
+        env: identity_env(),
     };
     let mut resp = call(&req, GET_DEADLINE);
     if let Ok(Response::Error {

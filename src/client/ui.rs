@@ -795,7 +795,12 @@ pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
                 "daemon",
                 format!("version {version}, pid {pid}"),
             ));
-            match call(&Request::Doctor, Duration::from_secs(120)) {
+            match call(
+                &Request::Doctor {
+                    env: super::identity_env(),
+                },
+                Duration::from_secs(120),
+            ) {
                 Ok(Response::Doctor { checks: theirs }) => checks.extend(theirs),
                 Ok(other) => checks.push(Check::fail(
                     "daemon checks",

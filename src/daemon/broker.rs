@@ -595,6 +595,23 @@ impl Broker {
         env: &BTreeMap<String, Secret>,
     ) -> Option<Result<Arc<Slot>, String>> {
         let name = self.config.identity_for(org)?.to_string();
+        let slot = self.identity_slot(&name, org, env);
+        if let Ok(s) = &slot {
+            self.index
+                .write()
+                .unwrap()
+                .insert(org.to_ascii_lowercase(), s.id.clone());
+        }
+        Some(slot)
+    }
+
+    /// The slot of machine identity `name` with the caller's variables, created on first use.
+    fn identity_slot(
+        self: &Arc<Self>,
+        name: &str,
+        org: &str,
+        env: &BTreeMap<String, Secret>,
+    ) -> Result<Arc<Slot>, String> {
         // One slot per identity and per set of variables the caller brought: a job with
         // other credentials (a new SYSTEM_ACCESSTOKEN, say) gets tokens of its own.
         let mut h = std::hash::DefaultHasher::new();
@@ -606,11 +623,11 @@ impl Broker {
         let slot = match existing {
             Some(s) => s,
             None => {
-                let Some(cfg) = self.config.identities.get(&name) else {
-                    return Some(Err(format!(
+                let Some(cfg) = self.config.identities.get(name) else {
+                    return Err(format!(
                         "identity '{name}' (for organization '{org}') is not defined under [identities] in {}",
                         crate::paths::config_path().display()
-                    )));
+                    ));
                 };
                 // The caller's variables first, then the daemon's own (systemd, launchd).
                 let lookup = |k: &str| {
@@ -618,10 +635,7 @@ impl Broker {
                         .map(|v| v.expose().to_string())
                         .or_else(|| std::env::var(k).ok())
                 };
-                let identity = match MachineIdentity::resolve(&name, cfg, &lookup) {
-                    Ok(i) => i,
-                    Err(e) => return Some(Err(e)),
-                };
+                let identity = MachineIdentity::resolve(name, cfg, &lookup)?;
                 // Another first `get` may have made it meanwhile: keep that one.
                 let raced = self.slots.lock().unwrap().get(&id).cloned();
                 match raced {
@@ -639,11 +653,7 @@ impl Broker {
                 }
             }
         };
-        self.index
-            .write()
-            .unwrap()
-            .insert(org.to_ascii_lowercase(), id);
-        Some(Ok(slot))
+        Ok(slot)
     }
 
     /// Answers `erase`: drop the refused token; when its replacement is refused too, the
@@ -1349,7 +1359,7 @@ impl Broker {
 impl Broker {
     /// The daemon's half of `doctor`: the secret store answers, Entra and Azure DevOps are
     /// reachable through the configured proxy, and each organization accepts its token.
-    pub async fn doctor(self: &Arc<Self>) -> Vec<Check> {
+    pub async fn doctor(self: &Arc<Self>, env: &BTreeMap<String, Secret>) -> Vec<Check> {
         let mut checks = Vec::new();
         let store = self.store.describe();
         checks.push(
@@ -1375,30 +1385,84 @@ impl Broker {
             self.entra.authority()
         );
         checks.push(self.reachable("Entra ID", &authority, &via).await);
-        let bindings: Vec<(String, String)> = {
+        let (mut bindings, signed_in): (Vec<(String, String)>, Vec<String>) = {
             let records = self.records.lock().await;
-            records
+            let b = records
                 .orgs
                 .iter()
                 .map(|(o, b)| (o.clone(), b.host.clone()))
-                .collect()
+                .collect();
+            (b, records.orgs.keys().cloned().collect())
         };
+        // Organizations a machine identity serves: named in the configuration, or served
+        // since the daemon started. Checked at the first configured host, else dev.azure.com.
+        let host = self
+            .config
+            .hosts
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "dev.azure.com".into());
+        let mut machine_orgs: Vec<String> = self
+            .config
+            .org
+            .iter()
+            .filter(|(_, o)| o.identity.is_some())
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect();
+        let served: Vec<String> = self.index.read().unwrap().keys().cloned().collect();
+        for org in served {
+            if self.config.identity_for(&org).is_some() {
+                machine_orgs.push(org);
+            }
+        }
+        machine_orgs.sort();
+        machine_orgs.dedup();
+        machine_orgs.retain(|o| !signed_in.contains(o));
+        // The default identity with no organization to try: does it give a token at all?
+        if let Some(name) = self.config.identity.clone()
+            && machine_orgs.is_empty()
+        {
+            let what = format!("identity {name}");
+            let result = match self.identity_slot(&name, "", env) {
+                Ok(slot) => self.refresh(&slot, false).await.map_err(|r| match r {
+                    Response::Error { message, .. } => message,
+                    _ => "no token".into(),
+                }),
+                Err(e) => Err(e),
+            };
+            checks.push(match result {
+                Ok(t) => Check::pass(
+                    what,
+                    format!(
+                        "gives Azure DevOps tokens (this one expires in {} minutes)",
+                        t.expires_ms.saturating_sub(now_ms()) / 60_000
+                    ),
+                ),
+                Err(message) => Check::fail(
+                    what,
+                    message,
+                    "fix the identity's configuration or variables (see docs/build-agents.md)",
+                ),
+            });
+        }
+        let machine: Vec<String> = machine_orgs.clone();
+        bindings.extend(machine_orgs.into_iter().map(|o| (o, host.clone())));
         if bindings.is_empty() {
-            checks.push(
-                self.reachable("Azure DevOps", "https://dev.azure.com/", &via)
-                    .await,
-            );
+            let url = format!("https://{host}/");
+            checks.push(self.reachable("Azure DevOps", &url, &via).await);
         }
         for (org, host) in bindings {
             let name = format!("organization {org}");
-            let token = match self.get(&org, &BTreeMap::new()).await {
+            let by_machine = machine.contains(&org);
+            let fix = if by_machine {
+                "fix the identity's configuration or variables (see docs/build-agents.md)".into()
+            } else {
+                format!("git-credential-azdo login --org {org}")
+            };
+            let token = match self.get(&org, env).await {
                 Response::Token { token, .. } => token,
                 Response::Error { message, .. } => {
-                    checks.push(Check::fail(
-                        name,
-                        message,
-                        format!("git-credential-azdo login --org {org}"),
-                    ));
+                    checks.push(Check::fail(name, message, fix));
                     continue;
                 }
                 _ => continue,
@@ -1415,6 +1479,13 @@ impl Broker {
                     name,
                     e.describe(&org),
                     format!("git-credential-azdo login --org {org}, and check the proxy"),
+                ),
+                Err(e @ WhoError::Status(..)) if by_machine => Check::fail(
+                    name,
+                    e.describe(&org),
+                    format!(
+                        "add the identity to {org} (Organization settings, Users) with access to its projects"
+                    ),
                 ),
                 Err(e @ WhoError::Status(..)) => Check::fail(
                     name,

@@ -163,8 +163,8 @@ async fn dispatch(req: Request, broker: &Arc<Broker>) -> (Response, bool) {
         Request::LoginRedirect { flow, url } => broker.login_redirect(&flow, &url).await,
         Request::Logout { org } => broker.logout(org.as_deref()).await,
         Request::Status => broker.status().await,
-        Request::Doctor => Response::Doctor {
-            checks: broker.doctor().await,
+        Request::Doctor { env } => Response::Doctor {
+            checks: broker.doctor(&env).await,
         },
         Request::Ping => Response::Pong {
             version: ipc::PACKAGE_VERSION.into(),
