@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 fn main() -> ExitCode {
     harden();
+    daemon::raise_fd_limit();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GIT_CREDENTIAL_AZDO_LOG")

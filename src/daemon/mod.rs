@@ -22,6 +22,22 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Raises the soft limit on open files to the hard limit: each waiting client holds a
+/// connection, and a build farm's burst can exceed the usual soft limit of 1024.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// An error and its causes on one line (reqwest's top-level message alone hides the cause).
 /// reqwest names URLs in its errors, never request bodies.
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

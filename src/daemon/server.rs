@@ -74,7 +74,8 @@ async fn handle(
     broker: Arc<Broker>,
     stop: watch::Sender<bool>,
 ) -> Result<(), ipc::IpcError> {
-    let mut reader = BufReader::new(stream);
+    // Requests are a few hundred bytes: a small buffer keeps a thousand waiting clients cheap.
+    let mut reader = BufReader::with_capacity(1024, stream);
     let mut line = Vec::with_capacity(512);
     let mut limited = (&mut reader).take(ipc::MAX_MESSAGE as u64 + 1);
     let read = limited.read_until(b'\n', &mut line);
