@@ -627,16 +627,39 @@ pub fn stop_command(err: &mut impl Write) -> ExitCode {
     }
 }
 
-/// The helper name for git: `azdo` when this executable is the one on `PATH`, else its path.
+/// The helper for git: this executable's absolute path, as found on `PATH` when it is there
+/// (a stable symlink such as `~/.cargo/bin/…` or `/opt/homebrew/bin/…` survives upgrades). With
+/// a path, git starts the helper directly; with a bare name (`azdo`) it would start a second
+/// git to find it, one process more on every request.
 fn helper_value() -> String {
     let exe = std::env::current_exe().ok();
-    let on_path = exe.as_ref().and_then(|e| e.parent()).is_some_and(|dir| {
-        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d == dir))
+    let real = exe.as_ref().and_then(|e| std::fs::canonicalize(e).ok());
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(NAME))
+            .find(|c| real.is_some() && std::fs::canonicalize(c).ok() == real)
     });
-    match exe {
-        Some(e) if !on_path => e.display().to_string(),
-        _ => "azdo".into(),
+    match on_path.or(exe) {
+        Some(p) => git_quote(&p.display().to_string()),
+        None => "azdo".into(),
     }
+}
+
+/// A path as git's helper string: git runs it through the shell when it holds special
+/// characters, so those are single-quoted.
+fn git_quote(path: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._+-,:@".contains(c);
+    if path.chars().all(plain) {
+        path.to_string()
+    } else {
+        format!("'{}'", path.replace('\'', "'\\''"))
+    }
+}
+
+/// Whether a configured helper value is this helper (by name or path).
+fn is_ours(v: &str) -> bool {
+    let v = v.trim_matches('\'');
+    v == "azdo" || v.ends_with(NAME)
 }
 
 /// The URLs setup configures: the built-in hosts and those listed in the configuration.
@@ -676,18 +699,26 @@ pub fn setup_command(
             Ok(o) => String::from_utf8_lossy(&o.stdout).to_string(),
             Err(e) => return fail(err, format!("cannot run git: {e}")),
         };
-        let ours = |v: &str| v == "azdo" || v.ends_with("git-credential-azdo");
-        let has = current.lines().any(ours);
+        let has = current.lines().any(is_ours);
         if undo {
             if has {
                 // Remove our entry and the empty entry we put before it; leave others.
                 let _ = git_config(
                     scope,
-                    &["--unset-all", &key, "^(azdo|.*git-credential-azdo|)$"],
+                    &["--unset-all", &key, "^(azdo|.*git-credential-azdo'?|)$"],
                 );
                 changed.push(format!("removed {key}"));
             }
-        } else if !has {
+        } else if has {
+            // Set up before (by name, or from another place): point it at this executable.
+            if !current.lines().any(|l| l == helper) {
+                let ours = "^(azdo|.*git-credential-azdo'?)$";
+                if let Err(e) = git_config(scope, &["--replace-all", &key, &helper, ours]) {
+                    return fail(err, format!("cannot run git: {e}"));
+                }
+                changed.push(format!("{key} = {helper}"));
+            }
+        } else {
             // An empty value first: helpers configured for all hosts are not asked for
             // Azure DevOps (a stale PAT in `store` would otherwise win).
             for v in ["", helper.as_str()] {
@@ -773,9 +804,7 @@ pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let ours = helpers
-        .lines()
-        .any(|h| h == "azdo" || h.ends_with("git-credential-azdo"));
+    let ours = helpers.lines().any(is_ours);
     checks.push(if ours && use_path == "true" {
         Check::pass(
             "git configuration",
@@ -883,6 +912,20 @@ fn socket_dir_check() -> crate::ipc::Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn helper_paths_are_quoted_for_git_only_when_needed() {
+        assert_eq!(
+            git_quote("/home/u/.cargo/bin/git-credential-azdo"),
+            "/home/u/.cargo/bin/git-credential-azdo"
+        );
+        assert_eq!(
+            git_quote("/Users/A B/bin/git-credential-azdo"),
+            "'/Users/A B/bin/git-credential-azdo'"
+        );
+        assert!(is_ours("'/Users/A B/bin/git-credential-azdo'"));
+        assert!(is_ours("azdo") && !is_ours("manager"));
+    }
 
     #[test]
     fn utc_dates() {

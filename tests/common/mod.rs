@@ -4,13 +4,14 @@
 //! (`imds`: Azure VM IMDS and App Service) and a mock of the legacy Azure DevOps
 //! OAuth service, app.vssps.visualstudio.com (`vssps`). Each server runs on its own
 //! background tokio runtime, binds 127.0.0.1 only, and stops when its handle
-//! is dropped.
+//! is dropped. `load` is the benchmarks' load generator for the daemon's socket.
 #![allow(dead_code, unused_imports)]
 
 pub mod ado;
 pub mod entra;
 pub mod harness;
 pub mod imds;
+pub mod load;
 pub mod oidc;
 pub mod tls;
 pub mod vssps;
