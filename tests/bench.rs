@@ -979,3 +979,56 @@ fn b7_simulated_day() {
         &mut [("  git-credential-azdo get", &mut latencies)],
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// b8: release profiles side by side
+
+/// `get` through client binaries built with different release profiles, alternating, with
+/// git-credential-cache and the process floor beside them: `BENCH_VARIANTS=name=path,...`
+/// (docs/benchmarks.md shows how the variants are built). Skipped without it.
+#[test]
+#[ignore]
+fn b8_release_profiles() {
+    let Ok(spec) = std::env::var("BENCH_VARIANTS") else {
+        println!("\nb8: set BENCH_VARIANTS=name=path,... to compare release profiles");
+        return;
+    };
+    let mut variants: Vec<(String, std::path::PathBuf, Vec<Duration>)> = spec
+        .split(',')
+        .filter_map(|v| v.split_once('='))
+        .map(|(n, p)| (n.to_string(), std::path::PathBuf::from(p), Vec::new()))
+        .collect();
+    let rounds: usize = setting("BENCH_ROUNDS", 300);
+    let w = warm_world();
+    let input = get_input(&w, true);
+    let cache = CredCache::start(&w);
+    let (mut cached, mut floor) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (_, path, times) in variants.iter_mut() {
+            times.push(time(|| {
+                let o = run_with_input(w.command(&*path).arg("get"), input.as_bytes());
+                assert!(!o.stdout.is_empty(), "{}", text(&o.stderr));
+            }));
+        }
+        cached.push(time(|| {
+            let o = run_with_input(&mut cache.get(), CredCache::INPUT.as_bytes());
+            assert!(!o.stdout.is_empty());
+        }));
+        floor.push(time(|| {
+            run_with_input(&mut w.command("/bin/true"), input.as_bytes());
+        }));
+    }
+    drop(cache);
+    section("release profiles: one get, alternating");
+    for (name, path, _) in &variants {
+        println!("{name:<36} {:>9}  {}", mib(file_size(path)), path.display());
+    }
+    println!("{rounds} rounds; milliseconds per get (spawn + answer)");
+    let mut rows: Vec<(&str, &mut Vec<Duration>)> = variants
+        .iter_mut()
+        .map(|(n, _, t)| (n.as_str(), t))
+        .collect();
+    rows.push(("git credential-cache get", &mut cached));
+    rows.push(("/bin/true (process floor)", &mut floor));
+    latency_table(&[Col::Median, Col::P90, Col::P99], &mut rows);
+}
