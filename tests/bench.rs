@@ -518,6 +518,12 @@ fn b2_fill_side_by_side_with_git_credential_cache() {
         "{}",
         text(&a.stderr)
     );
+    if std::env::var_os("BENCH_TRACE").is_some() {
+        for (name, mut cmd) in [("A", fill_a()), ("B", fill_b("fill")), ("C", fill_c())] {
+            let o = run_with_input(cmd.env("GIT_TRACE2_PERF", "1"), input.as_bytes());
+            println!("--- {name} ---\n{}", text(&o.stderr));
+        }
+    }
     let b = run_with_input(fill_b("fill").env("GIT_TRACE", "1"), input.as_bytes());
     assert_eq!(field(&b, "password").as_deref(), Some("secret"));
     let trace = text(&b.stderr);
@@ -1031,4 +1037,72 @@ fn b8_release_profiles() {
     rows.push(("git credential-cache get", &mut cached));
     rows.push(("/bin/true (process floor)", &mut floor));
     latency_table(&[Col::Median, Col::P90, Col::P99], &mut rows);
+}
+
+// ---------------------------------------------------------------------------------------------
+// b9: the hot path, profiled
+
+/// What one cached `get` costs inside the client: heap allocations (valgrind) and system calls
+/// (strace -c), for a built-in host so no configuration is needed. Skipped where valgrind or
+/// strace is missing.
+#[test]
+#[ignore]
+fn b9_hot_path_profile() {
+    let have = |tool: &str| Command::new(tool).arg("--version").output().is_ok();
+    if !have("valgrind") || !have("strace") {
+        println!("\nb9: needs valgrind and strace");
+        return;
+    }
+    let client = client_exe();
+    let w = warm_world();
+    let input = format!(
+        "capability[]=authtype\nprotocol=https\nhost=dev.azure.com\npath={ORG}/p/_git/r\n\n"
+    );
+    let mut vg = w.command("valgrind");
+    vg.arg(&client).arg("get");
+    let out = run_with_input(&mut vg, input.as_bytes());
+    assert!(
+        text(&out.stdout).contains("credential="),
+        "{}",
+        text(&out.stderr)
+    );
+    let report = text(&out.stderr);
+    let usage = report
+        .lines()
+        .find(|l| l.contains("total heap usage"))
+        .map(|l| {
+            l.split("total heap usage:")
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_else(|| "?".into());
+    let mut st = w.command("strace");
+    st.args(["-c", "-f"]).arg(&client).arg("get");
+    let out = run_with_input(&mut st, input.as_bytes());
+    assert!(
+        text(&out.stdout).contains("credential="),
+        "{}",
+        text(&out.stderr)
+    );
+    let summary = text(&out.stderr);
+    let total = summary
+        .lines()
+        .find(|l| l.trim_end().ends_with("total"))
+        .unwrap_or("")
+        .to_string();
+    section("the hot path: one cached get, inside the client");
+    println!("client: {}", client.display());
+    line("heap (valgrind)", "", &usage);
+    println!("system calls (strace -c -f), the total line and the busiest:");
+    println!("  {}", total.trim());
+    for l in summary
+        .lines()
+        .skip_while(|l| !l.starts_with("------"))
+        .skip(1)
+        .take(8)
+    {
+        println!("  {}", l.trim_end());
+    }
 }
