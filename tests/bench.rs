@@ -307,7 +307,9 @@ fn get_input(w: &World, bearer: bool) -> String {
 
 /// A world signed in to the bench's organization, its daemon warm with a token cached.
 fn warm_world() -> World {
-    let w = World::new();
+    let mut w = World::new();
+    // The daemon's default log level, as users run it (the test harness uses debug).
+    w.set_env("GIT_CREDENTIAL_AZDO_LOG", "info");
     w.login(ORG);
     let out = w.get(ORG, true);
     assert!(
