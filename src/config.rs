@@ -130,6 +130,43 @@ impl Config {
         Self::load(&crate::paths::config_path())
     }
 
+    /// Only `hosts`, for the client: the rest of the file is the daemon's to read (and to
+    /// report on), and parsing it all would put the whole schema into the binary git starts.
+    pub fn load_hosts(path: &Path) -> Result<Vec<String>, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                });
+            }
+        };
+        let invalid = |message: String| ConfigError::Parse {
+            path: path.display().to_string(),
+            message,
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| invalid(e.message().to_string()))?;
+        match table.get("hosts") {
+            None => Ok(Vec::new()),
+            Some(toml::Value::Array(items)) => items
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    _ => Err(invalid("`hosts` must be a list of strings".into())),
+                })
+                .collect(),
+            Some(_) => Err(invalid("`hosts` must be a list of strings".into())),
+        }
+    }
+
+    pub fn hosts_default() -> Result<Vec<String>, ConfigError> {
+        Self::load_hosts(&crate::paths::config_path())
+    }
+
     pub fn client_id(&self) -> &str {
         self.client_id.as_deref().unwrap_or(DEFAULT_CLIENT_ID)
     }
@@ -196,6 +233,29 @@ tenant = "t1"
         let d = Config::default();
         assert_eq!(d.store, StoreSetting::Auto);
         assert_eq!(d.client_id(), DEFAULT_CLIENT_ID);
+    }
+
+    #[test]
+    fn the_client_reads_hosts_alone() {
+        let dir = std::env::temp_dir().join(format!("azdo-hosts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("config.toml");
+        std::fs::write(&p, "store = \"file\"\nhosts = [\"a.example\", \"b.example:8443\"]\n[org.x]\ntenant = \"t\"\n").unwrap();
+        assert_eq!(
+            Config::load_hosts(&p).unwrap(),
+            vec!["a.example", "b.example:8443"]
+        );
+        std::fs::write(&p, "hosts = \"a.example\"\n").unwrap();
+        let e = Config::load_hosts(&p).unwrap_err().to_string();
+        assert!(e.contains("config.toml") && e.contains("hosts"), "{e}");
+        std::fs::write(&p, "hosts = [\n").unwrap();
+        assert!(Config::load_hosts(&p).is_err());
+        assert!(
+            Config::load_hosts(&dir.join("missing.toml"))
+                .unwrap()
+                .is_empty()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub fn credential_op(
         }
     };
     let decision = policy::decide(&cred, || {
-        Config::load_default().map(|c| c.hosts).unwrap_or_else(|e| {
+        Config::hosts_default().unwrap_or_else(|e| {
             let _ = writeln!(err, "{NAME}: {e}");
             Vec::new()
         })

@@ -418,9 +418,7 @@ fn org_from_origin() -> Option<Target> {
         username: user,
         ..Default::default()
     };
-    let hosts = crate::config::Config::load_default()
-        .map(|c| c.hosts)
-        .unwrap_or_default();
+    let hosts = crate::config::Config::hosts_default().unwrap_or_default();
     match policy::decide(&cred, || hosts) {
         Ok(Decision::Serve(t)) => Some(t),
         _ => None,
@@ -446,11 +444,7 @@ pub fn login_command(
                 path: Some(o.clone()),
                 ..Default::default()
             };
-            let hosts = || {
-                crate::config::Config::load_default()
-                    .map(|c| c.hosts)
-                    .unwrap_or_default()
-            };
+            let hosts = || crate::config::Config::hosts_default().unwrap_or_default();
             match policy::decide(&probe, hosts) {
                 Ok(Decision::Serve(t)) => t,
                 Ok(Decision::NotOurs) => {
@@ -669,8 +663,8 @@ fn setup_urls() -> Vec<(String, bool)> {
         ("https://dev.azure.com".to_string(), true),
         ("https://*.visualstudio.com".to_string(), false),
     ];
-    if let Ok(c) = crate::config::Config::load_default() {
-        urls.extend(c.hosts.iter().map(|h| (format!("https://{h}"), true)));
+    if let Ok(hosts) = crate::config::Config::hosts_default() {
+        urls.extend(hosts.iter().map(|h| (format!("https://{h}"), true)));
     }
     urls
 }
