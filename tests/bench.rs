@@ -598,10 +598,13 @@ fn report_burst(w: &World, b: &mut Burst, log_from: usize) {
     line("answered with a token", b.answered.len(), "");
     line("errors", b.error_count(), &b.error_summary());
     line("wall time, ms", ms(b.wall), "release to last answer");
-    println!("latency from the release, ms");
+    println!("latency, ms");
     latency_table(
         &[Col::Median, Col::P99, Col::Max],
-        &mut [("  get (one connection)", &mut b.answered)],
+        &mut [
+            ("  from the release", &mut b.answered),
+            ("  from each request's own send", &mut b.answered_from_send),
+        ],
     );
     if b.error_count() > 0 {
         println!("daemon log since the burst (not DEBUG; last 30 lines):");

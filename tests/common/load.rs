@@ -21,6 +21,9 @@ pub struct Burst {
     /// Requests answered with a token, and each one's time from the release to the whole
     /// response line.
     pub answered: Vec<Duration>,
+    /// The same requests, each timed from the moment its own task began to send it (the
+    /// generator's own scheduling after the release left out).
+    pub answered_from_send: Vec<Duration>,
     /// Everything else, by kind (`connect: ...`, `timeout`, `response: needs_login`, ...).
     pub errors: BTreeMap<String, usize>,
     /// From the release to the last answer or failure.
@@ -108,10 +111,11 @@ pub fn burst(
                         .expect("released")
                         .as_ref()
                         .expect("some");
+                    let sent = Instant::now();
                     let outcome = tokio::time::timeout(limit, exchange(stream, &line))
                         .await
                         .unwrap_or_else(|_| Err("timeout".into()));
-                    (t0.elapsed(), Instant::now(), outcome)
+                    (t0.elapsed(), sent.elapsed(), Instant::now(), outcome)
                 })
             })
             .collect()
@@ -121,13 +125,17 @@ pub fn burst(
     let released_at = Instant::now();
     go.send(Some(released_at)).expect("tasks wait");
     let mut answered = Vec::with_capacity(opened);
+    let mut answered_from_send = Vec::with_capacity(opened);
     let mut last = released_at;
     rt.block_on(async {
         for t in tasks {
-            let (latency, ended, outcome) = t.await.expect("task");
+            let (latency, own, ended, outcome) = t.await.expect("task");
             last = last.max(ended);
             match outcome {
-                Ok(()) => answered.push(latency),
+                Ok(()) => {
+                    answered.push(latency);
+                    answered_from_send.push(own);
+                }
                 Err(e) => *errors.entry(e).or_insert(0) += 1,
             }
         }
@@ -137,6 +145,7 @@ pub fn burst(
         opened,
         open_time,
         answered,
+        answered_from_send,
         errors,
         wall: last - released_at,
         released_at,
