@@ -6,7 +6,7 @@ mod common;
 
 use base64::Engine;
 use common::MockEntra;
-use common::harness::{World, field, ok, text};
+use common::harness::{World, doctor_check, field, ok, text};
 use common::imds::{IdentityRef, MockImds};
 use common::oidc::{federated_jwt, oidc_provider};
 
@@ -449,13 +449,7 @@ fn doctor_checks_machine_identities_with_the_callers_variables() {
     w.ado.reject_all(true);
     let out = w.client(&["doctor", "--json"], "");
     assert!(!out.status.success());
-    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let org = checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "organization contoso")
-        .unwrap();
+    let org = doctor_check(&out, "organization contoso");
     assert!(
         org["fix"].as_str().unwrap().contains("add the identity"),
         "{org}"

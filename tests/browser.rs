@@ -4,7 +4,7 @@
 mod common;
 
 use common::entra::AuthorizeOutcome;
-use common::harness::{World, field, ok, text};
+use common::harness::{World, doctor_check, field, ok, text};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
@@ -182,13 +182,7 @@ fn doctor_passes_when_all_is_well_and_names_the_fix_when_not() {
     w.ado.reject_all(true);
     let out = w.client(&["doctor", "--json"], "");
     assert!(!out.status.success());
-    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let org = checks
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "organization contoso")
-        .unwrap();
+    let org = doctor_check(&out, "organization contoso");
     assert_eq!(org["ok"], false);
     assert!(org["detail"].as_str().unwrap().contains("401"));
     assert!(org["fix"].as_str().unwrap().contains("login --org contoso"));

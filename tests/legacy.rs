@@ -188,7 +188,7 @@ fn an_app_connects_through_the_https_callback_and_git_clones_and_pushes() {
     let human = text(&l.w.client(&["status"], "").stdout);
     for want in [
         &format!("legacy Azure DevOps OAuth app {APP_ID}"),
-        " UTC (",
+        " GMT (",
         &format!("by {EMAIL}"),
     ] {
         assert!(human.contains(want), "{want} in:\n{human}");

@@ -187,7 +187,7 @@ fn status_shows_account_tenant_expiry_refresh_and_store() {
         "Ada Lovelace <ada@contoso.example>",
         OTHER_TENANT,
         "identity   user",
-        " UTC (",
+        " GMT (",
         "ago) by ada@contoso.example",
         "expires in",
         "refreshed",

@@ -171,6 +171,16 @@ pub fn sign_in(
         Ok(other) => return Err(fail(err, format!("unexpected answer: {}", kind_of(&other)))),
         Err(e) => return Err(fail(err, e)),
     };
+    wait_for_sign_in(flow, expires_in, label, err)
+}
+
+/// Waits for the daemon to finish a sign-in, with a spinner, and says how it ended.
+fn wait_for_sign_in(
+    flow: String,
+    expires_in: u64,
+    label: &str,
+    err: &mut impl Write,
+) -> Result<(), ExitCode> {
     let _ = err.flush();
     let done = Arc::new(AtomicBool::new(false));
     let spin = spinner(label.into(), expires_in, done.clone());
@@ -342,22 +352,12 @@ pub fn app_sign_in(
                 "The callback is served here over https with a certificate this machine generated ({cert}); if the browser warns about it, trust it or continue."
             );
         }
-        let _ = err.flush();
-        let done = Arc::new(AtomicBool::new(false));
-        let spin = spinner(
-            "Waiting for you to authorize the app…".into(),
+        return wait_for_sign_in(
+            flow,
             expires_in,
-            done.clone(),
+            "Waiting for you to authorize the app…",
+            err,
         );
-        let result = call(
-            &Request::LoginWait { flow },
-            Duration::from_secs(expires_in + 30),
-        );
-        done.store(true, Ordering::Relaxed);
-        if let Some(h) = spin {
-            let _ = h.join();
-        }
-        return report_login(result, err);
     }
     let mut input = paste_reader(stdin_used).map_err(|e| fail(err, e))?;
     for _attempt in 0..3 {
@@ -513,21 +513,9 @@ fn when(unix: u64) -> String {
     }
 }
 
-/// `2026-11-23 09:41 UTC`.
+/// `Mon, 23 Nov 2026 09:41:00 GMT`.
 fn utc_date(unix: u64) -> String {
-    // Days to a civil date (Howard Hinnant's algorithm), for dates after 1970.
-    let days = (unix / 86_400) as i64;
-    let (hour, minute) = ((unix % 86_400) / 3600, (unix % 3600) / 60);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02} UTC")
+    httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(unix))
 }
 
 fn human(s: u64) -> String {
@@ -923,8 +911,7 @@ mod tests {
 
     #[test]
     fn utc_dates() {
-        assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
-        assert_eq!(utc_date(951_782_400), "2000-02-29 00:00 UTC");
-        assert_eq!(utc_date(1_795_430_460), "2026-11-23 10:41 UTC");
+        assert_eq!(utc_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(utc_date(1_795_430_460), "Mon, 23 Nov 2026 10:41:00 GMT");
     }
 }

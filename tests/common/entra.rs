@@ -18,7 +18,7 @@ use hyper::{Method, Request};
 use serde_json::{Value, json};
 
 use super::tls::{HttpsServer, Resp, TestCa, guid, guid_from, is_guid, random_bytes};
-use super::tls::{response, timestamp, unix_now};
+use super::tls::{html_escape, html_response, response, timestamp, unix_now};
 use hyper::StatusCode;
 
 /// Azure DevOps' resource (application) id: the `aud` of tokens meant for it.
@@ -1178,28 +1178,6 @@ fn is_loopback(uri: &str) -> bool {
     rest.starts_with(|c: char| c.is_ascii_digit())
         && uri.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
         && matches!(host.as_deref(), Some("localhost" | "127.0.0.1"))
-}
-
-/// Escapes text and double-quoted attribute values.
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn html_response(status: u16, body: String) -> Resp {
-    let mut r = response(status, "text/html; charset=utf-8", body);
-    let no_store = "no-store, no-cache".parse().unwrap();
-    r.headers_mut().insert("Cache-Control", no_store);
-    r
 }
 
 /// Entra's "Sorry, but we're having trouble signing you in." page, as a 400.

@@ -240,6 +240,17 @@ pub fn field(out: &Output, key: &str) -> Option<String> {
 }
 
 /// Asserts a git command succeeded, showing its stderr and the daemon log otherwise.
+/// The check named `name` in `doctor --json`'s output.
+pub fn doctor_check(out: &Output, name: &str) -> serde_json::Value {
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).expect("doctor --json");
+    let found = checks
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name));
+    found
+        .cloned()
+        .unwrap_or_else(|| panic!("no check {name:?} in {checks}"))
+}
+
 pub fn ok(w: &World, out: &Output, what: &str) {
     assert!(
         out.status.success(),

@@ -219,6 +219,29 @@ pub fn response(status: u16, content_type: &str, body: impl Into<Bytes>) -> Resp
 }
 
 /// Cryptographically random bytes (rustls' ring provider, no extra dependency).
+/// Escapes text and double-quoted attribute values, for the mocks' HTML pages.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// An HTML page that must not be cached (sign-in and error pages).
+pub fn html_response(status: u16, body: String) -> Resp {
+    let mut r = response(status, "text/html; charset=utf-8", body);
+    let no_store = "no-store, no-cache".parse().unwrap();
+    r.headers_mut().insert("Cache-Control", no_store);
+    r
+}
+
 pub fn random_bytes(n: usize) -> Vec<u8> {
     let mut buf = vec![0u8; n];
     ring::default_provider()

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use super::entra::{AuthorizeOutcome, Fault, JWT_BEARER_ASSERTION};
 use super::tls::{HttpsServer, Resp, TestCa, guid, random_bytes, response, unix_now};
+use super::tls::{html_escape, html_response};
 
 /// `grant_type` that redeems an authorization code (sent as `assertion`).
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -645,28 +646,6 @@ impl State {
             }),
         )
     }
-}
-
-/// Escapes text and double-quoted attribute values.
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn html_response(status: u16, body: String) -> Resp {
-    let mut r = response(status, "text/html; charset=utf-8", body);
-    let no_store = "no-store, no-cache".parse().unwrap();
-    r.headers_mut().insert("Cache-Control", no_store);
-    r
 }
 
 /// The service's error page (never a redirect).
