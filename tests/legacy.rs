@@ -82,20 +82,23 @@ fn browser(l: &mut Legacy) -> std::path::PathBuf {
     page
 }
 
-fn login(l: &Legacy, extra: &[&str], stdin: &str) -> std::process::Output {
+/// `login --org contoso --app-id APP_ID --callback CALLBACK` plus `extra`.
+fn login_args(l: &Legacy, callback: &str, extra: &[&str]) -> Vec<String> {
     let host = l.w.ado.host();
-    let mut args = vec![
-        "login",
-        "--org",
-        "contoso",
-        "--host",
-        &host,
-        "--app-id",
-        APP_ID,
-        "--callback",
-        &l.callback,
+    let base = [
+        "login", "--org", "contoso", "--host", &host, "--app-id", APP_ID,
     ];
-    args.extend_from_slice(extra);
+    let callback = ["--callback", callback];
+    base.iter()
+        .chain(&callback)
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect()
+}
+
+fn login(l: &Legacy, extra: &[&str], stdin: &str) -> std::process::Output {
+    let args = login_args(l, &l.callback, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     l.w.client(&args, stdin)
 }
 
@@ -252,22 +255,10 @@ fn rotated_refresh_tokens_are_persisted_across_a_sigkill() {
 fn a_web_callback_is_finished_by_pasting_the_address() {
     let callback = "https://tools.fabrikam.example/azdo/callback";
     let l = legacy(Some(callback));
-    let host = l.w.ado.host();
+    let args = login_args(&l, callback, &["--client-secret-file", &l.secret_file]);
     let mut child =
         l.w.command(common::harness::CLIENT)
-            .args([
-                "login",
-                "--org",
-                "contoso",
-                "--host",
-                &host,
-                "--app-id",
-                APP_ID,
-                "--client-secret-file",
-                &l.secret_file,
-                "--callback",
-                callback,
-            ])
+            .args(&args)
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -362,25 +353,10 @@ fn a_wrong_secret_a_revoked_grant_and_a_wrong_callback_each_say_what_to_do() {
     // A callback that is not the registered one: Azure DevOps shows an error page and never
     // redirects; the sign-in ends at its timeout with a clear line.
     let other = format!("https://localhost:{}/elsewhere", free_port());
-    let host = l.w.ado.host();
-    let out = l.w.client(
-        &[
-            "login",
-            "--org",
-            "contoso",
-            "--host",
-            &host,
-            "--app-id",
-            APP_ID,
-            "--client-secret-file",
-            &secret_file,
-            "--callback",
-            &other,
-            "--timeout",
-            "5",
-        ],
-        "",
-    );
+    let extra = ["--client-secret-file", &secret_file, "--timeout", "5"];
+    let args = login_args(&l, &other, &extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = l.w.client(&args, "");
     let err = text(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("was not authorized within 5 seconds"), "{err}");
