@@ -459,44 +459,37 @@ fn doctor_checks_machine_identities_with_the_callers_variables() {
 
 #[test]
 fn unreadable_secret_certificate_and_token_files_are_one_line_each() {
-    let missing = |w: &World, name: &str| w.path(name).display().to_string();
-    // A service principal's secret file.
-    let mut w = World::new();
-    w.entra.add_app(APP, Some("right"));
-    configure(
-        &w,
-        &format!(
-            "kind = \"service-principal\"\nclient_secret_file = \"{}\"",
-            missing(&w, "no-such-secret")
+    // (identity, variable naming the file or none, the message)
+    let cases = [
+        (
+            "kind = \"service-principal\"\nclient_secret_file = \"{missing}\"",
+            None,
+            "cannot read client_secret_file",
         ),
-    );
-    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
-    w.set_env("AZURE_CLIENT_ID", APP);
-    let err = failure(&w);
-    assert!(
-        err.contains("cannot read client_secret_file") && err.contains("no-such-secret"),
-        "{err}"
-    );
-    // A service principal's certificate.
-    let mut w = World::new();
-    configure(&w, "kind = \"service-principal\"");
-    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
-    w.set_env("AZURE_CLIENT_ID", APP);
-    w.set_env("AZURE_CLIENT_CERTIFICATE_PATH", &missing(&w, "no-such.pem"));
-    let err = failure(&w);
-    assert!(
-        err.contains("cannot read the certificate") && err.contains("no-such.pem"),
-        "{err}"
-    );
-    // A workload identity's token file.
-    let mut w = World::new();
-    configure(&w, "kind = \"workload-identity\"");
-    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
-    w.set_env("AZURE_CLIENT_ID", APP);
-    w.set_env("AZURE_FEDERATED_TOKEN_FILE", &missing(&w, "no-such-token"));
-    let err = failure(&w);
-    assert!(
-        err.contains("cannot read the federated token file") && err.contains("no-such-token"),
-        "{err}"
-    );
+        (
+            "kind = \"service-principal\"",
+            Some("AZURE_CLIENT_CERTIFICATE_PATH"),
+            "cannot read the certificate",
+        ),
+        (
+            "kind = \"workload-identity\"",
+            Some("AZURE_FEDERATED_TOKEN_FILE"),
+            "cannot read the federated token file",
+        ),
+    ];
+    for (identity, var, message) in cases {
+        let mut w = World::new();
+        let missing = w.path("no-such-file").display().to_string();
+        configure(&w, &identity.replace("{missing}", &missing));
+        w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
+        w.set_env("AZURE_CLIENT_ID", APP);
+        if let Some(var) = var {
+            w.set_env(var, &missing);
+        }
+        let err = failure(&w);
+        assert!(
+            err.contains(message) && err.contains("no-such-file"),
+            "{err}"
+        );
+    }
 }

@@ -374,21 +374,25 @@ impl Drop for CredCache<'_> {
 // ---------------------------------------------------------------------------------------------
 // b1: one get
 
-#[test]
-#[ignore]
-fn b1_get_side_by_side_with_git_credential_cache() {
-    let rounds: usize = setting("BENCH_ROUNDS", 300);
-    let client = client_exe();
+/// `rounds` rounds of one `get` through each client in turn, then `git credential-cache get`,
+/// then `/bin/true` fed the same input, against one warm world: each client's times, the
+/// cache's and the floor's.
+fn get_rounds(
+    clients: &[std::path::PathBuf],
+    rounds: usize,
+) -> (Vec<Vec<Duration>>, Vec<Duration>, Vec<Duration>) {
     let w = warm_world();
     let input = get_input(&w, true);
     let cache = CredCache::start(&w);
-
-    let (mut azdo, mut cached, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    let mut times = vec![Vec::with_capacity(rounds); clients.len()];
+    let (mut cached, mut floor) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        azdo.push(time(|| {
-            let o = run_with_input(w.command(&client).arg("get"), input.as_bytes());
-            assert!(!o.stdout.is_empty());
-        }));
+        for (client, t) in clients.iter().zip(times.iter_mut()) {
+            t.push(time(|| {
+                let o = run_with_input(w.command(client).arg("get"), input.as_bytes());
+                assert!(!o.stdout.is_empty(), "{}", text(&o.stderr));
+            }));
+        }
         cached.push(time(|| {
             let o = run_with_input(&mut cache.get(), CredCache::INPUT.as_bytes());
             assert!(!o.stdout.is_empty());
@@ -397,7 +401,16 @@ fn b1_get_side_by_side_with_git_credential_cache() {
             run_with_input(&mut w.command("/bin/true"), input.as_bytes());
         }));
     }
-    drop(cache);
+    (times, cached, floor)
+}
+
+#[test]
+#[ignore]
+fn b1_get_side_by_side_with_git_credential_cache() {
+    let rounds: usize = setting("BENCH_ROUNDS", 300);
+    let client = client_exe();
+    let (mut times, mut cached, mut floor) = get_rounds(std::slice::from_ref(&client), rounds);
+    let azdo = &mut times[0];
     println!(
         "\nclient: {} ({} bytes, {})",
         client.display(),
@@ -408,14 +421,14 @@ fn b1_get_side_by_side_with_git_credential_cache() {
     latency_table(
         &[Col::Median, Col::P90, Col::P99],
         &mut [
-            ("git-credential-azdo get", &mut azdo),
+            ("git-credential-azdo get", azdo),
             ("git credential-cache get", &mut cached),
             ("/bin/true (process floor)", &mut floor),
         ],
     );
     println!(
         "ratio azdo/cache (median): {:.2}",
-        median(&mut azdo).as_secs_f64() / median(&mut cached).as_secs_f64()
+        median(azdo).as_secs_f64() / median(&mut cached).as_secs_f64()
     );
 }
 
@@ -1004,40 +1017,23 @@ fn b8_release_profiles() {
         println!("\nb8: set BENCH_VARIANTS=name=path,... to compare release profiles");
         return;
     };
-    let mut variants: Vec<(String, std::path::PathBuf, Vec<Duration>)> = spec
+    let variants: Vec<(String, std::path::PathBuf)> = spec
         .split(',')
         .filter_map(|v| v.split_once('='))
-        .map(|(n, p)| (n.to_string(), std::path::PathBuf::from(p), Vec::new()))
+        .map(|(n, p)| (n.to_string(), std::path::PathBuf::from(p)))
         .collect();
     let rounds: usize = setting("BENCH_ROUNDS", 300);
-    let w = warm_world();
-    let input = get_input(&w, true);
-    let cache = CredCache::start(&w);
-    let (mut cached, mut floor) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        for (_, path, times) in variants.iter_mut() {
-            times.push(time(|| {
-                let o = run_with_input(w.command(&*path).arg("get"), input.as_bytes());
-                assert!(!o.stdout.is_empty(), "{}", text(&o.stderr));
-            }));
-        }
-        cached.push(time(|| {
-            let o = run_with_input(&mut cache.get(), CredCache::INPUT.as_bytes());
-            assert!(!o.stdout.is_empty());
-        }));
-        floor.push(time(|| {
-            run_with_input(&mut w.command("/bin/true"), input.as_bytes());
-        }));
-    }
-    drop(cache);
+    let paths: Vec<_> = variants.iter().map(|(_, p)| p.clone()).collect();
+    let (mut times, mut cached, mut floor) = get_rounds(&paths, rounds);
     section("release profiles: one get, alternating");
-    for (name, path, _) in &variants {
+    for (name, path) in &variants {
         println!("{name:<36} {:>9}  {}", mib(file_size(path)), path.display());
     }
     println!("{rounds} rounds; milliseconds per get (spawn + answer)");
     let mut rows: Vec<(&str, &mut Vec<Duration>)> = variants
-        .iter_mut()
-        .map(|(n, _, t)| (n.as_str(), t))
+        .iter()
+        .zip(times.iter_mut())
+        .map(|((n, _), t)| (n.as_str(), t))
         .collect();
     rows.push(("git credential-cache get", &mut cached));
     rows.push(("/bin/true (process floor)", &mut floor));
