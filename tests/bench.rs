@@ -659,6 +659,60 @@ fn b3_load_concurrent_gets_on_one_daemon() {
         if alive { "yes" } else { "NO" },
         "",
     );
+    floors_beside_the_daemon(&w, n);
+}
+
+/// The same burst, alternating with servers that do none of the daemon's work: what the
+/// kernel and the I/O model cost on this machine, apart from everything the daemon adds.
+fn floors_beside_the_daemon(w: &World, n: usize) {
+    let rounds: usize = setting("BENCH_BURSTS", 5);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let floor_socket = dir.path().join("floor.sock");
+    let line_bytes = load::get_line(ORG);
+    let sides = [
+        "the daemon",
+        "epoll floor (mio, 1 thread)",
+        "blocking floor (1 thread/core)",
+    ];
+    let mut p99s: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut walls: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut errors = vec![0; sides.len()];
+    for _ in 0..rounds {
+        for (i, p99s) in p99s.iter_mut().enumerate() {
+            let mut b = match i {
+                0 => load::burst(&socket(w), n, &line_bytes, LOAD_LIMIT, || {}),
+                _ => {
+                    let kind = if i == 1 {
+                        load::Floor::Epoll
+                    } else {
+                        load::Floor::BlockingThreads
+                    };
+                    let server = load::floor_server(kind, &floor_socket, n);
+                    load::burst(&server.socket, n, &line_bytes, LOAD_LIMIT, || {})
+                }
+            };
+            errors[i] += b.error_count();
+            if !b.answered.is_empty() {
+                p99s.push(p(&mut b.answered, 0.99));
+            }
+            walls[i].push(b.wall);
+        }
+    }
+    println!();
+    println!("beside it, {rounds} bursts of {n} per side, alternating; the same generator");
+    println!(
+        "{:<34} {:>12} {:>14} {:>8}",
+        "", "median p99", "median wall", "errors"
+    );
+    for (i, side) in sides.iter().enumerate() {
+        println!(
+            "{:<34} {:>12} {:>14} {:>8}",
+            side,
+            ms(median(&mut p99s[i])),
+            ms(median(&mut walls[i])),
+            errors[i]
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

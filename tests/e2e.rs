@@ -287,6 +287,84 @@ fn a_second_daemon_exits_cleanly_and_many_clients_are_served_at_once() {
     assert_eq!(w.entra.stats().refresh_ok, before, "served from memory");
 }
 
+/// A build farm's burst can exceed the usual soft limit of 1024 open files: the daemon raises
+/// its soft limit to the hard one, so more clients than the inherited soft limit are served.
+#[test]
+fn the_daemon_raises_its_open_file_limit_and_serves_past_the_inherited_one() {
+    use std::os::unix::process::CommandExt as _;
+    const SOFT: u64 = 64;
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) },
+        0
+    );
+    if hard.rlim_max < 4 * SOFT {
+        eprintln!(
+            "skipped: the hard open-files limit here is {}",
+            hard.rlim_max
+        );
+        return;
+    }
+    let w = World::new();
+    w.login("contoso");
+    w.kill_daemon(libc::SIGTERM);
+    assert!(common::harness::wait_until(Duration::from_secs(5), || w
+        .daemon_pid()
+        .is_none()));
+    // The next client starts the daemon, which inherits this soft limit.
+    let mut c = w.command(common::harness::CLIENT);
+    c.args(["get"]);
+    unsafe {
+        c.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = SOFT;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let input = format!(
+        "protocol=https\nhost={}\npath=contoso/p/_git/r\n\n",
+        w.ado.host()
+    );
+    let out = common::harness::run_with_input(&mut c, input.as_bytes());
+    assert!(field(&out, "password").is_some(), "{}", text(&out.stderr));
+    let pid = w.daemon_pid().expect("the client started a daemon");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let row: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[3], row[4],
+        "soft limit raised to the hard one: {limits}"
+    );
+    // More connections held open at once than the inherited soft limit, all answered.
+    let socket = w.runtime_dir().join("daemon.sock");
+    let held: Vec<_> = (0..2 * SOFT)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8).map(|_| s.spawn(|| w.get("contoso", true))).collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for o in &outs {
+        assert!(field(o, "credential").is_some(), "{}", text(&o.stderr));
+    }
+    drop(held);
+}
+
 #[test]
 fn concurrent_gets_after_a_restart_share_one_refresh() {
     let w = World::new();

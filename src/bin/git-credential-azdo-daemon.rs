@@ -44,7 +44,10 @@ fn run() -> anyhow::Result<daemon::Exit> {
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
             let _ = tx.send(true);
         });
-        Ok(daemon::run(config, std::io::stdout(), rx).await?)
+        // On a worker, not the main thread: connections are then accepted and spawned on the
+        // thread that runs them, without waking another.
+        let server = tokio::spawn(daemon::run(config, std::io::stdout(), rx));
+        Ok(server.await.context("the daemon's server task failed")??)
     })
 }
 

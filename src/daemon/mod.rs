@@ -31,9 +31,14 @@ pub fn raise_fd_limit() {
     };
     // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            // An unlimited hard limit cannot be the soft one (the kernel caps open files at
+            // fs.nr_open, 1,048,576 by default).
+            let target = lim.rlim_max.min(1 << 20);
+            if lim.rlim_cur < target {
+                lim.rlim_cur = target;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
         }
     }
 }

@@ -23,11 +23,11 @@ pub async fn serve(
     stop: watch::Sender<bool>,
 ) {
     let own_uid = unsafe { libc::geteuid() };
-    let mut tasks = tokio::task::JoinSet::new();
+    // A tracker rather than a JoinSet: a finished request wakes nobody.
+    let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
             _ = shutdown.wait_for(|s| *s) => break,
         };
         let stream = match conn {
@@ -53,8 +53,8 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN, drain).await.is_err() {
+    tasks.close();
+    if tokio::time::timeout(DRAIN, tasks.wait()).await.is_err() {
         tracing::warn!("requests still running at shutdown were cut off");
     }
 }

@@ -4,11 +4,11 @@
 
 use git_credential_azdo::ipc::{self, Request, RequestEnvelope, Response};
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::watch;
 
 /// What one burst did.
 pub struct Burst {
@@ -71,6 +71,13 @@ pub fn get_line(org: &str) -> Vec<u8> {
 ///
 /// Connections are opened with a blocking `connect(2)`, as the client does: when the daemon's
 /// accept queue is full, connecting waits for room instead of failing.
+///
+/// The generator is kept as light as it can be, because it shares the machine's cores with
+/// the daemon it measures: one thread per core, each owning a share of the connections, with
+/// plain blocking sockets and no event loop. After the release each thread writes the request
+/// on all of its connections, then reads the answers in the same order. An answer that arrived
+/// while the thread was still reading an earlier one is timed when the thread reaches it, so
+/// the latencies err long, never short.
 pub fn burst(
     socket: &Path,
     n: usize,
@@ -78,68 +85,85 @@ pub fn burst(
     limit: Duration,
     before_release: impl FnOnce(),
 ) -> Burst {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime");
     let mut errors = BTreeMap::new();
     let started = Instant::now();
     let mut streams = Vec::with_capacity(n);
     for _ in 0..n {
-        match std::os::unix::net::UnixStream::connect(socket) {
+        match UnixStream::connect(socket) {
             Ok(s) => streams.push(s),
             Err(e) => *errors.entry(format!("connect: {}", kind(&e))).or_insert(0) += 1,
         }
     }
     let open_time = started.elapsed();
     let opened = streams.len();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, opened.max(1));
+    let mut shares: Vec<Vec<UnixStream>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, s) in streams.into_iter().enumerate() {
+        shares[i % threads].push(s);
+    }
     let line: Arc<[u8]> = line.into();
-    let (go, release) = watch::channel(None::<Instant>);
-    let tasks: Vec<_> = {
-        let _rt = rt.enter();
-        streams
-            .into_iter()
-            .map(|s| {
-                s.set_nonblocking(true).expect("nonblocking");
-                let stream = tokio::net::UnixStream::from_std(s).expect("register with tokio");
-                let (line, mut release) = (line.clone(), release.clone());
-                rt.spawn(async move {
-                    let t0 = *release
-                        .wait_for(Option::is_some)
-                        .await
-                        .expect("released")
-                        .as_ref()
-                        .expect("some");
-                    let sent = Instant::now();
-                    let outcome = tokio::time::timeout(limit, exchange(stream, &line))
-                        .await
-                        .unwrap_or_else(|_| Err("timeout".into()));
-                    (t0.elapsed(), sent.elapsed(), Instant::now(), outcome)
-                })
+    let go = Arc::new(Barrier::new(threads + 1));
+    let release = Arc::new(OnceLock::<Instant>::new());
+    let workers: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
+            let (line, go, release) = (line.clone(), go.clone(), release.clone());
+            std::thread::spawn(move || {
+                go.wait();
+                let t0 = *release.get().expect("released before the barrier");
+                let deadline = t0 + limit;
+                let mut sent = Vec::with_capacity(share.len());
+                let mut outcomes = Vec::with_capacity(share.len());
+                for mut s in share {
+                    let at = Instant::now();
+                    match s.write_all(&line) {
+                        Ok(()) => sent.push((s, at)),
+                        Err(e) => outcomes.push(Outcome::failed(format!("write: {}", kind(&e)))),
+                    }
+                }
+                let mut buf = Vec::with_capacity(4096);
+                for (s, at) in sent {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+                        outcomes.push(Outcome::failed("timeout".into()));
+                        continue;
+                    }
+                    buf.clear();
+                    let result = read_answer(&s, &mut buf);
+                    let end = Instant::now();
+                    outcomes.push(Outcome {
+                        from_release: end - t0,
+                        from_send: end - at,
+                        ended: end,
+                        result,
+                    });
+                }
+                outcomes
             })
-            .collect()
-    };
-    drop(release);
+        })
+        .collect();
     before_release();
     let released_at = Instant::now();
-    go.send(Some(released_at)).expect("tasks wait");
+    release.set(released_at).expect("released once");
+    go.wait();
     let mut answered = Vec::with_capacity(opened);
     let mut answered_from_send = Vec::with_capacity(opened);
     let mut last = released_at;
-    rt.block_on(async {
-        for t in tasks {
-            let (latency, own, ended, outcome) = t.await.expect("task");
-            last = last.max(ended);
-            match outcome {
+    for w in workers {
+        for o in w.join().expect("a generator thread") {
+            last = last.max(o.ended);
+            match o.result {
                 Ok(()) => {
-                    answered.push(latency);
-                    answered_from_send.push(own);
+                    answered.push(o.from_release);
+                    answered_from_send.push(o.from_send);
                 }
                 Err(e) => *errors.entry(e).or_insert(0) += 1,
             }
         }
-    });
+    }
     Burst {
         connections: n,
         opened,
@@ -152,19 +176,46 @@ pub fn burst(
     }
 }
 
-/// One request, one response line; `Ok` only for a token.
-async fn exchange(mut stream: tokio::net::UnixStream, line: &[u8]) -> Result<(), String> {
-    stream
-        .write_all(line)
-        .await
-        .map_err(|e| format!("write: {}", kind(&e)))?;
-    let mut reader = BufReader::with_capacity(4096, stream);
-    let mut buf = Vec::with_capacity(4096);
-    reader
-        .read_until(b'\n', &mut buf)
-        .await
-        .map_err(|e| format!("read: {}", kind(&e)))?;
-    match ipc::decode::<Response>(&buf) {
+/// What became of one request.
+struct Outcome {
+    from_release: Duration,
+    from_send: Duration,
+    ended: Instant,
+    result: Result<(), String>,
+}
+
+impl Outcome {
+    fn failed(why: String) -> Outcome {
+        let now = Instant::now();
+        Outcome {
+            from_release: Duration::ZERO,
+            from_send: Duration::ZERO,
+            ended: now,
+            result: Err(why),
+        }
+    }
+}
+
+/// Reads one response line; `Ok` only for a token.
+fn read_answer(mut s: &UnixStream, buf: &mut Vec<u8>) -> Result<(), String> {
+    let mut chunk = [0u8; 4096];
+    while !buf.contains(&b'\n') {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(k) => buf.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err("timeout".into());
+            }
+            Err(e) => return Err(format!("read: {}", kind(&e))),
+        }
+    }
+    match ipc::decode::<Response>(buf) {
         Ok(Response::Token { .. }) => Ok(()),
         Ok(Response::Error { error, .. }) => Err(format!("response: error {error:?}")),
         Ok(other) => Err(format!(
@@ -184,5 +235,168 @@ fn kind(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(code) => format!("{:?} (errno {code})", e.kind()),
         None => format!("{:?}", e.kind()),
+    }
+}
+
+/// A server with none of the daemon's work, to put beside it: it answers every connection on
+/// its socket with the same response line, so the load generator times only what the kernel
+/// and the I/O model cost.
+#[derive(Clone, Copy, Debug)]
+pub enum Floor {
+    /// One thread and an epoll loop (mio): the event-driven model the daemon uses, without
+    /// tokio, JSON, timers or a broker.
+    Epoll,
+    /// One blocking thread per core, each serving its share of the connections in order:
+    /// no event loop at all, the kernel's floor. Not a design a daemon can use: one client
+    /// that never sends would stall every connection behind it.
+    BlockingThreads,
+}
+
+/// A running floor server; dropping it stops it and removes its socket.
+pub struct FloorServer {
+    pub socket: std::path::PathBuf,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FloorServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake a thread blocked in accept.
+        let _ = UnixStream::connect(&self.socket);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// A token response line as the daemon sends it, for the floor servers to answer with.
+pub fn token_line() -> Vec<u8> {
+    let mut line = serde_json::to_vec(&Response::Token {
+        token: "eyJ0eXAiOiJKV1QifQ.floor.floor".to_string().into(),
+        expires_at: 4_102_444_800,
+    })
+    .expect("a response serializes");
+    line.push(b'\n');
+    line
+}
+
+/// Starts a `kind` floor server on `socket` that answers `n` connections (then idles).
+pub fn floor_server(kind: Floor, socket: &Path, n: usize) -> FloorServer {
+    let _ = std::fs::remove_file(socket);
+    let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind a floor socket");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answer: Arc<[u8]> = token_line().into();
+    let threads = match kind {
+        Floor::Epoll => {
+            let stop = stop.clone();
+            vec![std::thread::spawn(move || {
+                epoll_floor(listener, &answer, &stop)
+            })]
+        }
+        Floor::BlockingThreads => {
+            let stop = stop.clone();
+            vec![std::thread::spawn(move || {
+                blocking_floor(listener, n, &answer, &stop)
+            })]
+        }
+    };
+    FloorServer {
+        socket: socket.to_path_buf(),
+        stop,
+        threads,
+    }
+}
+
+fn epoll_floor(
+    listener: std::os::unix::net::UnixListener,
+    answer: &[u8],
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use mio::{Events, Interest, Poll, Token};
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut listener = mio::net::UnixListener::from_std(listener);
+    let mut poll = Poll::new().expect("epoll");
+    poll.registry()
+        .register(&mut listener, Token(0), Interest::READABLE)
+        .expect("register the listener");
+    let mut conns = std::collections::HashMap::new();
+    let mut next = 1;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        if poll
+            .poll(&mut events, Some(Duration::from_millis(100)))
+            .is_err()
+        {
+            continue;
+        }
+        for ev in events.iter() {
+            if ev.token() == Token(0) {
+                while let Ok((mut s, _)) = listener.accept() {
+                    if poll
+                        .registry()
+                        .register(&mut s, Token(next), Interest::READABLE)
+                        .is_ok()
+                    {
+                        conns.insert(next, s);
+                        next += 1;
+                    }
+                }
+                continue;
+            }
+            let Some(mut s) = conns.remove(&ev.token().0) else {
+                continue;
+            };
+            match s.read(&mut buf) {
+                // One request fits one read here; the generator sends a few hundred bytes.
+                Ok(k) if k > 0 => {
+                    let _ = s.write_all(answer);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    conns.insert(ev.token().0, s);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn blocking_floor(
+    listener: std::os::unix::net::UnixListener,
+    n: usize,
+    answer: &Arc<[u8]>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut shares: Vec<Vec<UnixStream>> = (0..cores).map(|_| Vec::new()).collect();
+    for i in 0..n {
+        match listener.accept() {
+            Ok((s, _)) if !stop.load(std::sync::atomic::Ordering::SeqCst) => {
+                shares[i % cores].push(s)
+            }
+            _ => return,
+        }
+    }
+    let servers: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                for mut s in share {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    if matches!(s.read(&mut buf), Ok(k) if k > 0) {
+                        let _ = s.write_all(&answer);
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in servers {
+        let _ = s.join();
     }
 }
