@@ -7,7 +7,8 @@
 //!   through `git-credential-cache` (B), and through this helper configured by absolute path
 //!   (C), alternating A B C.
 //! - b3: 1000 concurrent `get`s on one warm daemon's socket, all connections open before any
-//!   request is sent.
+//!   request is sent; then bursts alternating with two floor servers that do none of the
+//!   daemon's work (a bare epoll loop, and blocking threads).
 //! - b4: 200 client processes started at once.
 //! - b5: single flight under load: the token requests Entra sees when 1000 `get`s arrive
 //!   while the access token is being refreshed.
@@ -18,7 +19,7 @@
 //! `cargo test --release --test bench -- --ignored --nocapture --test-threads=1`.
 //!
 //! Settings (environment): `BENCH_ROUNDS` (b1, b2; default 300), `BENCH_CONNECTIONS` (b3, b5,
-//! b6; default 1000), `BENCH_PROCESSES` (b4; default 200), `BENCH_DAY_SECS` (b7; default 120),
+//! b6; default 1000), `BENCH_BURSTS` (b3's side-by-side bursts; default 5), `BENCH_PROCESSES` (b4; default 200), `BENCH_DAY_SECS` (b7; default 120),
 //! and `BENCH_CLIENT=/path/to/git-credential-azdo` to measure another build of the client
 //! (same package version: the daemon built with the tests serves it) wherever the bench runs
 //! the client to measure it.
