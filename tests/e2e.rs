@@ -510,6 +510,29 @@ fn the_daemon_refuses_another_user() {
     }
     let sock = w.runtime_dir().join("daemon.sock");
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    // A raw connection as uid 65534 that sends a well-formed `get` and prints whatever comes
+    // back: the daemon must close it without a byte.
+    let line = String::from_utf8(raw_get_line("contoso")).unwrap();
+    let out = common::harness::run_with_input(
+        w.command("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["perl", "-MIO::Socket::UNIX", "-e"])
+            .arg(
+                r#"$SIG{PIPE} = "IGNORE"; my $s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "connect: $!";
+                   print $s $ARGV[1]; my $n = 0; while (my $l = <$s>) { $n += length $l; print $l }
+                   print STDERR "answered $n bytes\n";"#,
+            )
+            .arg(&sock)
+            .arg(&line),
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "another user got an answer");
+    assert!(text(&out.stderr).contains("answered 0 bytes"));
+    assert!(common::harness::wait_until(Duration::from_secs(5), || w
+        .log()
+        .contains("refused a connection from another user")));
+    // The real client, run as that user, refuses the daemon first: it is not theirs.
     let out = common::harness::run_with_input(
         w.command("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
@@ -523,11 +546,145 @@ fn the_daemon_refuses_another_user() {
     );
     assert!(out.stdout.is_empty(), "another user got an answer");
     assert!(
-        text(&out.stderr).contains("closed the connection"),
+        text(&out.stderr).contains("is served by uid 0, not by you (uid 65534)"),
         "{}",
         text(&out.stderr)
     );
-    assert!(w.log().contains("refused a connection from another user"));
+}
+
+/// The request line the client sends for a `get`.
+fn raw_get_line(org: &str) -> Vec<u8> {
+    let env = git_credential_azdo::ipc::RequestEnvelope {
+        protocol: git_credential_azdo::ipc::PROTOCOL,
+        version: git_credential_azdo::ipc::PACKAGE_VERSION.into(),
+        request: git_credential_azdo::ipc::Request::Get {
+            org: org.into(),
+            env: Default::default(),
+        },
+    };
+    let mut line = Vec::new();
+    git_credential_azdo::ipc::write_message(&mut line, &env).unwrap();
+    line
+}
+
+/// Starts a real daemon as uid 65534 whose socket is in `shared/git-credential-azdo`, a
+/// runtime directory that user created first in a world-writable place. Returns it and the
+/// shared directory.
+fn daemon_of_another_user(w: &World) -> (std::process::Child, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let shared = w.path("shared-run");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let theirs = w.path("theirs");
+    std::fs::create_dir_all(&theirs).unwrap();
+    std::fs::write(theirs.join("config.toml"), "store = \"memory\"\n").unwrap();
+    assert!(
+        std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(&theirs)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::set_permissions(w.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut daemon = w.command("setpriv");
+    daemon
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(common::harness::DAEMON)
+        .env("HOME", &theirs)
+        .env("XDG_RUNTIME_DIR", &shared)
+        .env("XDG_DATA_HOME", theirs.join("data"))
+        .env("XDG_STATE_HOME", theirs.join("state"))
+        .env("XDG_CACHE_HOME", theirs.join("cache"))
+        .env("GIT_CREDENTIAL_AZDO_CONFIG", theirs.join("config.toml"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let daemon = daemon.spawn().unwrap();
+    let sock = shared.join("git-credential-azdo").join("daemon.sock");
+    assert!(
+        common::harness::wait_until(Duration::from_secs(10), || sock.exists()),
+        "the other user's daemon did not start"
+    );
+    (daemon, shared)
+}
+
+#[test]
+fn a_socket_planted_by_another_user_gets_nothing() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run a daemon as another uid");
+        return;
+    }
+    let w = World::new();
+    // Another user's daemon listens where ours would. It is a real daemon, so it would
+    // answer if asked.
+    let (daemon, shared) = daemon_of_another_user(&w);
+    // Our client, pointed at the same runtime directory, with a machine identity's secret in
+    // its environment: it must send nothing and say what is wrong and what to do.
+    let mut c = w.command(common::harness::CLIENT);
+    c.arg("get")
+        .env("XDG_RUNTIME_DIR", &shared)
+        .env("AZURE_CLIENT_SECRET", "planted-socket-must-not-see-this");
+    let out = common::harness::run_with_input(
+        &mut c,
+        format!(
+            "protocol=https\nhost={}\npath=contoso/p/_git/r\n\n",
+            w.ado.host()
+        )
+        .as_bytes(),
+    );
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let theirs = daemon.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("is served by uid 65534, not by you (uid 0)"),
+        "{err}"
+    );
+    assert!(err.contains("XDG_RUNTIME_DIR"), "{err}");
+    // The other daemon saw no request from us (the harness runs it at debug level).
+    let log = text(&theirs.stderr);
+    assert!(!log.contains("planted-socket"), "{log}");
+    assert!(!log.contains("get waits"), "{log}");
+}
+
+/// `PR_SET_DUMPABLE 0`: no core dumps and no ptrace by other processes of the same user. The
+/// kernel shows it by handing the process's /proc files to root, whoever runs it.
+#[test]
+fn the_daemon_cannot_be_traced_or_dumped() {
+    use std::os::unix::fs::MetadataExt;
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run a daemon as another uid");
+        return;
+    }
+    let w = World::new();
+    let (daemon, _) = daemon_of_another_user(&w);
+    let pid = daemon.id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains("65534"), "runs as 65534: {uid_line}");
+    let environ = std::fs::metadata(format!("/proc/{pid}/environ")).unwrap();
+    // A dumpable process's /proc files belong to its own uid.
+    assert_eq!(
+        environ.uid(),
+        0,
+        "/proc/{pid}/environ is owned by uid {}",
+        environ.uid()
+    );
+    // And that user cannot attach to it: gdb-less check with the kernel's own rule, through
+    // reading its memory as the same uid.
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["cat", &format!("/proc/{pid}/environ")])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "the same user read the daemon's environment"
+    );
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = daemon.wait_with_output();
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use crate::ipc::{self, IpcError, Request, RequestEnvelope, Response};
 use crate::paths;
-use interprocess::local_socket::traits::Stream as _;
+use interprocess::local_socket::traits::{Stream as _, StreamCommon as _};
 use interprocess::local_socket::{ConnectOptions, GenericFilePath, Stream, ToFsName};
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::os::unix::process::CommandExt;
@@ -35,10 +35,26 @@ pub enum ConnectError {
     OlderClient { daemon: String },
 }
 
+/// Connects to the daemon's socket and checks that the process behind it runs as this user:
+/// a socket someone else planted on the path gets nothing, not even the request (which
+/// carries the caller's identity variables).
 fn connect_once() -> std::io::Result<Stream> {
     let path = paths::socket_path();
     let name = path.as_path().to_fs_name::<GenericFilePath>()?;
-    ConnectOptions::new().name(name).connect_sync()
+    let stream = ConnectOptions::new().name(name).connect_sync()?;
+    let ours = unsafe { libc::geteuid() };
+    match stream.peer_creds()?.euid() {
+        Some(uid) if uid == ours => Ok(stream),
+        theirs => Err(std::io::Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "{} is served by {}, not by you (uid {ours}); sent it nothing. Remove {} if it is yours, or set XDG_RUNTIME_DIR to a private directory",
+                path.display(),
+                theirs.map_or("an unknown user".into(), |u| format!("uid {u}")),
+                paths::runtime_dir().display()
+            ),
+        )),
+    }
 }
 
 fn is_absent(e: &std::io::Error) -> bool {
