@@ -4,7 +4,8 @@
 //! client-credentials grant for registered apps (client secret, or a federated
 //! JWT assertion), JWT-shaped access tokens that `validate` recognises, app
 //! tokens minted for other mocks (see [`EntraMinter`]), request counters, and
-//! fault switches (down, HTTP status, slow, garbage).
+//! fault switches (down, HTTP status, slow, garbage). Every secret it issues or is
+//! shown goes into its world's ledger (see [`MockEntra::secrets`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request};
 use serde_json::{Value, json};
 
+use super::secrets::{SecretKind, SecretRecord, Secrets};
 use super::tls::{HttpsServer, Resp, TestCa, guid, guid_from, is_guid, random_bytes};
 use super::tls::{html_escape, html_response, response, timestamp, unix_now};
 use hyper::StatusCode;
@@ -218,6 +220,14 @@ struct State {
     refresh_tokens: HashMap<String, Refresh>,
     access_tokens: HashMap<String, TokenInfo>,
     apps: HashMap<String, App>,
+    /// The world's ledger: what this mock issues or is shown is recorded as `"entra"`.
+    secrets: Secrets,
+}
+
+impl State {
+    fn secret(&self, kind: SecretKind, value: &str) {
+        self.secrets.record(kind, "entra", value)
+    }
 }
 
 /// Checks access tokens issued by a [`MockEntra`]; cheap to clone, outlives the server.
@@ -294,7 +304,10 @@ impl MockEntra {
     pub const MANUAL_APPROVAL: u32 = u32::MAX;
 
     pub fn start(ca: &TestCa) -> MockEntra {
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            secrets: ca.secrets(),
+            ..State::default()
+        }));
         let gate = state.clone();
         let accept = move || {
             let mut st = gate.lock().unwrap();
@@ -338,7 +351,12 @@ impl MockEntra {
     /// none (then only federated assertions work, see `add_federated_app`). Calling
     /// it again replaces the secret and keeps federated credentials.
     pub fn add_app(&self, client_id: &str, secret: Option<&str>) {
-        self.with(|s| s.apps.entry(client_id.into()).or_default().secret = secret.map(Into::into))
+        self.with(|s| {
+            if let Some(secret) = secret {
+                s.secret(SecretKind::ClientSecret, secret);
+            }
+            s.apps.entry(client_id.into()).or_default().secret = secret.map(Into::into)
+        })
     }
 
     /// Registers an app (or adds to one) a certificate credential: a client assertion whose
@@ -368,6 +386,18 @@ impl MockEntra {
     /// A snapshot of the counters.
     pub fn stats(&self) -> EntraStats {
         self.with(|s| s.stats.clone())
+    }
+
+    /// Every secret this mock issued (tokens, refresh tokens, device and authorization codes,
+    /// tokens minted for the managed-identity mocks) or was shown (client secrets, client
+    /// assertions, PKCE verifiers, registered client secrets), in order.
+    pub fn secrets(&self) -> Vec<SecretRecord> {
+        self.with(|s| s.secrets.recorded_by("entra"))
+    }
+
+    /// The world's whole ledger, for mocks started from this one.
+    pub fn ledger(&self) -> Secrets {
+        self.with(|s| s.secrets.clone())
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -462,6 +492,22 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp
         _ => return Some(response(404, "text/html", "<html>Not Found</html>")),
     };
     let mut st = state.lock().unwrap();
+    // What the client shows: secrets too, even unknown or refused ones.
+    let shown = [
+        ("client_secret", SecretKind::ClientSecret),
+        ("client_assertion", SecretKind::ClientAssertion),
+        ("code_verifier", SecretKind::PkceVerifier),
+        ("refresh_token", SecretKind::RefreshToken),
+        ("code", SecretKind::AuthorizationCode),
+        ("device_code", SecretKind::DeviceCode),
+    ];
+    if endpoint == "token" {
+        for (field, kind) in shown {
+            if let Some(v) = form.get(field) {
+                st.secret(kind, v);
+            }
+        }
+    }
     st.stats.last_tenant = Some(tenant.clone());
     let resp = match fault {
         Fault::Status(code, retry_after) => {
@@ -619,6 +665,7 @@ impl State {
             approval: Approval::Pending,
             redeemed: false,
         };
+        self.secret(SecretKind::DeviceCode, &device_code);
         self.device_codes.insert(device_code.clone(), dc);
         let uri = "https://microsoft.com/devicelogin";
         json_response(
@@ -762,6 +809,7 @@ impl State {
         let [h, p] = [header, payload].map(|v| URL_SAFE_NO_PAD.encode(v.to_string()));
         let token = format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(random_bytes(32)));
         let exp = info.exp;
+        self.secret(SecretKind::AccessToken, &token);
         self.access_tokens.insert(token.clone(), info);
         (token, exp)
     }
@@ -902,6 +950,7 @@ impl State {
             expires_at: Instant::now() + self.cfg.auth_code_lifetime,
             redeemed: false,
         };
+        self.secret(SecretKind::AuthorizationCode, &code);
         self.auth_codes.insert(code.clone(), entry);
         let session_state = guid();
         let mut pairs = vec![("code", code.as_str())];
@@ -994,6 +1043,7 @@ impl State {
         });
         let [h, p] = [header, payload].map(|v| URL_SAFE_NO_PAD.encode(v.to_string()));
         let token = format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(random_bytes(32)));
+        self.secret(SecretKind::AccessToken, &token);
         self.access_tokens.insert(token.clone(), info);
         let granted = match ado {
             true => format!("{ADO_RESOURCE}/user_impersonation {ADO_RESOURCE}/.default"),
@@ -1013,6 +1063,7 @@ impl State {
                 used: false,
                 revoked: false,
             };
+            self.secret(SecretKind::RefreshToken, &rt);
             self.refresh_tokens.insert(rt.clone(), entry);
             body["refresh_token"] = rt.into();
         }

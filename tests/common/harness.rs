@@ -1,11 +1,20 @@
 //! A throw-away world for end-to-end tests: mock Entra and Azure DevOps, a private HOME and
 //! XDG directories, the real client and daemon binaries on PATH, and helpers to run git and
 //! the client in it. Dropping the world stops its daemon.
+//!
+//! The daemon logs at `trace`, and every world is scanned for leaked secrets when it is
+//! dropped (see [`World::scan_for_secrets`]): the secrets its mocks issued or were shown, and
+//! those its environment names, must not appear in the daemon's log files, the process title
+//! of its daemon, the stderr of any command it ran, or their stdout (where an access token may
+//! only be a credential helper's answer). Commands are recorded by [`run_with_input`] when
+//! they carry a world's environment, whichever helper built them.
 
+use super::secrets::{Finding, Scanner, SecretKind, SecretRecord, Secrets, Stream};
 use super::{MockAdo, MockEntra, TestCa};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub const CLIENT: &str = env!("CARGO_BIN_EXE_git-credential-azdo");
@@ -17,6 +26,115 @@ pub struct World {
     pub entra: MockEntra,
     pub ado: MockAdo,
     extra_env: Vec<(String, String)>,
+    /// Files (or, for Arc, a directory of `.key` files) whose content is a secret, from the
+    /// environment the test set (see [`SECRET_FILES`]); read again at each scan.
+    secret_files: Vec<(SecretKind, PathBuf)>,
+    record: Arc<Record>,
+}
+
+/// Variables whose value is a secret: [`World::set_env`] records it.
+const SECRET_VARIABLES: &[(&str, SecretKind)] = &[
+    ("AZURE_CLIENT_SECRET", SecretKind::ClientSecret),
+    ("IDENTITY_HEADER", SecretKind::IdentityHeader),
+    ("ACTIONS_ID_TOKEN_REQUEST_TOKEN", SecretKind::CiJobToken),
+    ("SYSTEM_ACCESSTOKEN", SecretKind::CiJobToken),
+];
+
+/// Variables naming a file (a directory for Arc) whose content is a secret.
+const SECRET_FILES: &[(&str, SecretKind)] = &[
+    ("AZURE_FEDERATED_TOKEN_FILE", SecretKind::FederatedToken),
+    ("AZURE_CLIENT_CERTIFICATE_PATH", SecretKind::PrivateKey),
+    ("GIT_CREDENTIAL_AZDO_ARC_TOKENS_DIR", SecretKind::ArcKey),
+];
+
+/// One command a world ran (through [`run_with_input`]): what it was, and what it wrote.
+#[derive(Clone)]
+pub struct Recorded {
+    /// Program file name and arguments, shortened.
+    pub what: String,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+/// What a world's commands wrote and which daemon process titles were seen.
+struct Record {
+    dir: PathBuf,
+    outputs: Mutex<Vec<Recorded>>,
+    /// `(pid, /proc/pid/cmdline)` of each daemon seen running, once per distinct pair.
+    titles: Mutex<Vec<(i32, Vec<u8>)>>,
+}
+
+impl Record {
+    /// Notes the process title of the daemon running now, if any.
+    fn capture_title(&self) {
+        let pid_file = self.dir.join("run/git-credential-azdo/daemon.pid");
+        let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            return;
+        };
+        if unsafe { libc::kill(pid, 0) } != 0 {
+            return;
+        }
+        let title = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if title.is_empty() {
+            return;
+        }
+        let mut titles = self.titles.lock().unwrap();
+        if !titles.iter().any(|(p, t)| *p == pid && *t == title) {
+            titles.push((pid, title));
+        }
+    }
+}
+
+/// Every live world's record, found by the world's directory (commands carry it in `HOME`).
+static WORLDS: Mutex<Vec<Weak<Record>>> = Mutex::new(Vec::new());
+
+/// Records `out` for the world whose environment `c` carries, if any.
+fn record_output(c: &Command, out: &Output) {
+    let home = c
+        .get_envs()
+        .find(|(k, _)| *k == "HOME")
+        .and_then(|(_, v)| v.map(PathBuf::from));
+    let Some(home) = home else { return };
+    let found = WORLDS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|r| home.starts_with(&r.dir));
+    let Some(record) = found else { return };
+    let short = |s: &std::ffi::OsStr| s.to_string_lossy().chars().take(80).collect::<String>();
+    let program = Path::new(c.get_program())
+        .file_name()
+        .map_or_else(|| short(c.get_program()), short);
+    let what = std::iter::once(program)
+        .chain(c.get_args().map(short))
+        .collect::<Vec<_>>()
+        .join(" ");
+    record.outputs.lock().unwrap().push(Recorded {
+        what: what.chars().take(300).collect(),
+        stdout: out.stdout.clone(),
+        stderr: out.stderr.clone(),
+    });
+    record.capture_title();
+}
+
+/// Every file under `dir`, recursively, in a stable order.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    entries.sort();
+    for p in entries {
+        match p.is_dir() {
+            true => files.extend(files_under(&p)),
+            false => files.push(p),
+        }
+    }
+    files
 }
 
 impl World {
@@ -36,12 +154,23 @@ impl World {
         let repos = dir.path().join("repos");
         std::fs::create_dir_all(&repos).unwrap();
         let ado = MockAdo::start(&ca, &entra, &repos);
+        let record = Arc::new(Record {
+            dir: dir.path().to_path_buf(),
+            outputs: Mutex::new(Vec::new()),
+            titles: Mutex::new(Vec::new()),
+        });
+        let mut worlds = WORLDS.lock().unwrap();
+        worlds.retain(|r| r.strong_count() > 0);
+        worlds.push(Arc::downgrade(&record));
+        drop(worlds);
         let w = World {
             dir,
             ca,
             entra,
             ado,
             extra_env: Vec::new(),
+            secret_files: Vec::new(),
+            record,
         };
         for d in ["home", "run", "config/git-credential-azdo", "data", "state"] {
             std::fs::create_dir_all(w.path(d)).unwrap();
@@ -72,8 +201,96 @@ impl World {
         self.path("run/git-credential-azdo")
     }
 
+    /// Sets a variable for every command from now on. A variable that holds a secret (see
+    /// [`SECRET_VARIABLES`]) or names a secret file ([`SECRET_FILES`]) is recorded for the scan.
     pub fn set_env(&mut self, k: &str, v: &str) {
         self.extra_env.push((k.into(), v.into()));
+        if let Some((_, kind)) = SECRET_VARIABLES.iter().find(|(name, _)| *name == k) {
+            self.secret(*kind, v);
+        }
+        if let Some((_, kind)) = SECRET_FILES.iter().find(|(name, _)| *name == k) {
+            self.secret_files.push((*kind, PathBuf::from(v)));
+            self.record_secret_files();
+        }
+    }
+
+    /// Records a secret a test configures itself, for the scan (see [`World::scan_for_secrets`]).
+    pub fn secret(&self, kind: SecretKind, value: &str) {
+        self.ca.secrets().record(kind, "world", value)
+    }
+
+    /// Every secret known so far: what the mocks issued or were shown, and what the test
+    /// configured (variables, files, [`World::secret`]).
+    pub fn secrets(&self) -> Vec<SecretRecord> {
+        self.record_secret_files();
+        self.ca.secrets().all()
+    }
+
+    /// Records the current content of the secret files the environment names.
+    fn record_secret_files(&self) {
+        let ledger: Secrets = self.ca.secrets();
+        for (kind, path) in &self.secret_files {
+            match kind {
+                SecretKind::PrivateKey => {
+                    let pem = std::fs::read_to_string(path).unwrap_or_default();
+                    for line in super::secrets::private_key_lines(&pem) {
+                        ledger.record(*kind, "world", &line);
+                    }
+                }
+                SecretKind::ArcKey => {
+                    for f in files_under(path) {
+                        if f.extension().is_some_and(|e| e == "key") {
+                            let key = std::fs::read_to_string(&f).unwrap_or_default();
+                            ledger.record(*kind, "world", key.trim());
+                        }
+                    }
+                }
+                _ => {
+                    let content = std::fs::read_to_string(path).unwrap_or_default();
+                    ledger.record(*kind, "world", content.trim());
+                }
+            }
+        }
+    }
+
+    /// Every command this world ran through [`run_with_input`] so far, in order.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.record.outputs.lock().unwrap().clone()
+    }
+
+    /// Looks for every known secret (see [`World::secrets`]) in: the process titles of the
+    /// daemons seen running (checked after each command, and now); every file under the
+    /// world's state directory (the daemon's logs, where its stderr and so its panics go);
+    /// the stderr of every command run; and their stdout, where only an access token alone on
+    /// a `password=` or `credential=` line (a credential helper's answer) is allowed.
+    /// Secrets shorter than [`super::secrets::MIN_LEN`] are not looked for. The arguments of
+    /// the commands are not scanned: the test chose them (and a secret given on a command line
+    /// is visible to `ps` by design, as the docs say); where a finding names a command, known
+    /// secrets in its arguments are shown as `<kind>`.
+    pub fn scan_for_secrets(&self) -> Vec<Finding> {
+        self.record.capture_title();
+        let scanner = Scanner::new(&self.secrets());
+        let mut found = Vec::new();
+        for (pid, title) in self.record.titles.lock().unwrap().iter() {
+            let title: Vec<u8> = title
+                .iter()
+                .map(|&b| if b == 0 { b' ' } else { b })
+                .collect();
+            let place = format!("the daemon's process title (/proc/{pid}/cmdline)");
+            found.extend(scanner.scan(&title, &place, Stream::Other));
+        }
+        for file in files_under(&self.path("state")) {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            let place = format!("file {}", file.display());
+            found.extend(scanner.scan(&bytes, &place, Stream::Other));
+        }
+        for (i, r) in self.recorded().iter().enumerate() {
+            let what = scanner.redact(&r.what);
+            let place = |stream| format!("{stream} of command #{} `{what}`", i + 1);
+            found.extend(scanner.scan(&r.stderr, &place("stderr"), Stream::Other));
+            found.extend(scanner.scan(&r.stdout, &place("stdout"), Stream::Stdout));
+        }
+        found
     }
 
     /// A command with this world's environment only.
@@ -96,7 +313,8 @@ impl World {
             .env("SSL_CERT_FILE", self.ca.ca_path())
             .env("AZURE_AUTHORITY_HOST", self.entra.url())
             .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_CREDENTIAL_AZDO_LOG", "debug")
+            // Everything, dependencies included: the secret scan reads it all.
+            .env("GIT_CREDENTIAL_AZDO_LOG", "trace")
             .env("LANG", "C.UTF-8")
             // Nothing in a test may reach a real host: anything not on loopback goes to a
             // dead proxy and fails at once.
@@ -187,7 +405,10 @@ impl World {
 }
 
 impl Drop for World {
+    /// Stops the daemon (its title noted first), then scans for leaked secrets and panics
+    /// on any finding, unless the test is already panicking.
     fn drop(&mut self) {
+        self.record.capture_title();
         if let Some(pid) = self.daemon_pid() {
             unsafe { libc::kill(pid, libc::SIGTERM) };
             if !wait_until(
@@ -196,6 +417,24 @@ impl Drop for World {
             ) {
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
+        }
+        WORLDS
+            .lock()
+            .unwrap()
+            .retain(|r| r.strong_count() > 0 && !Weak::ptr_eq(r, &Arc::downgrade(&self.record)));
+        if std::thread::panicking() {
+            return;
+        }
+        let found = self.scan_for_secrets();
+        if !found.is_empty() {
+            let list: Vec<String> = found.iter().take(20).map(|f| format!("  - {f}")).collect();
+            panic!(
+                "secret scan: {} leak(s) of secrets (shown by kind, length and first 4 characters \
+                 only; the line with known secrets replaced by <kind>):\n{}{}",
+                found.len(),
+                list.join("\n"),
+                if found.len() > 20 { "\n  ..." } else { "" }
+            );
         }
     }
 }
@@ -214,6 +453,7 @@ pub fn run_with_input(c: &mut Command, input: &[u8]) -> Output {
     });
     let out = child.wait_with_output().expect("wait");
     let _ = feeder.join();
+    record_output(c, &out);
     out
 }
 

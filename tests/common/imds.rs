@@ -3,7 +3,9 @@
 //! and the App Service / Functions endpoint (`/msi/token`, header `X-IDENTITY-HEADER`).
 //! Tokens are minted by a [`MockEntra`], so `MockAdo` accepts them. A system-assigned
 //! identity with fixed ids, user-assigned identities by client id, object id or resource
-//! id, request counters, and `fail_next` for throttling and outages.
+//! id, request counters, and `fail_next` for throttling and outages. Its App Service header
+//! secret goes into the world's ledger (the tokens are recorded by the `MockEntra` that mints
+//! them).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,6 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use super::entra::{AppIdentity, EntraMinter, MockEntra};
+use super::secrets::{SecretKind, SecretRecord};
 use super::tls::{HttpsServer, Resp, guid, unix_now};
 
 /// Which of the two managed-identity endpoints a request went to.
@@ -79,6 +82,16 @@ struct Ctx {
     state: Arc<Mutex<State>>,
     minter: EntraMinter,
     secret: String,
+    /// Tokens handed out, for [`MockImds::secrets`].
+    minted: Arc<Mutex<Vec<String>>>,
+}
+
+impl Ctx {
+    fn mint(&self, app: &AppIdentity, tenant: &str, resource: &str) -> (String, u64) {
+        let (token, exp) = self.minter.mint(app, tenant, resource);
+        self.minted.lock().unwrap().push(token.clone());
+        (token, exp)
+    }
 }
 
 /// Give [`MockImds::url`] to the product as the IMDS base (`AZURE_POD_IDENTITY_AUTHORITY_HOST`),
@@ -87,6 +100,7 @@ struct Ctx {
 pub struct MockImds {
     state: Arc<Mutex<State>>,
     secret: String,
+    minted: Arc<Mutex<Vec<String>>>,
     server: HttpsServer,
 }
 
@@ -114,15 +128,21 @@ impl MockImds {
             log: Vec::new(),
         }));
         let secret = guid().replace('-', "").to_ascii_uppercase();
+        entra
+            .ledger()
+            .record(SecretKind::IdentityHeader, "imds", &secret);
+        let minted = Arc::new(Mutex::new(Vec::new()));
         let ctx = Arc::new(Ctx {
             state: state.clone(),
             minter: entra.minter(),
             secret: secret.clone(),
+            minted: minted.clone(),
         });
         let server = HttpsServer::start_plain(move |req| handle(ctx.clone(), req));
         MockImds {
             state,
             secret,
+            minted,
             server,
         }
     }
@@ -144,6 +164,23 @@ impl MockImds {
 
     fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.state.lock().unwrap())
+    }
+
+    /// The secrets this mock handed out so far: its header secret, then every token it
+    /// served (all also in the world's ledger, the tokens as the minting `MockEntra`'s).
+    pub fn secrets(&self) -> Vec<SecretRecord> {
+        let header = SecretRecord {
+            kind: SecretKind::IdentityHeader,
+            source: "imds",
+            value: self.secret.clone(),
+        };
+        let minted = self.minted.lock().unwrap().clone();
+        let tokens = minted.into_iter().map(|value| SecretRecord {
+            kind: SecretKind::AccessToken,
+            source: "imds",
+            value,
+        });
+        std::iter::once(header).chain(tokens).collect()
     }
 
     /// Attaches a user-assigned identity; `msi_res_id` is its Azure resource id
@@ -383,7 +420,7 @@ fn imds(ctx: &Ctx, st: &State, req: &Checked) -> Resp {
     let Some(app) = find(st, identity) else {
         return bad("Identity not found");
     };
-    let (token, exp) = ctx.minter.mint(&app, &st.tenant, resource);
+    let (token, exp) = ctx.mint(&app, &st.tenant, resource);
     let now = unix_now();
     json_response(
         200,
@@ -418,7 +455,7 @@ fn app_service(ctx: &Ctx, st: &State, req: &Checked) -> Resp {
     let Some(app) = find(st, identity) else {
         return app_service_error(400, "Unable to load the proper Managed Identity.");
     };
-    let (token, exp) = ctx.minter.mint(&app, &st.tenant, resource);
+    let (token, exp) = ctx.mint(&app, &st.tenant, resource);
     json_response(
         200,
         &json!({

@@ -5,6 +5,8 @@
 //! OAuth service, app.vssps.visualstudio.com (`vssps`). Each server runs on its own
 //! background tokio runtime, binds 127.0.0.1 only, and stops when its handle
 //! is dropped. `load` is the benchmarks' load generator for the daemon's socket.
+//! `secrets` is the ledger every mock records the secrets it issues or sees into, and the
+//! scan `harness::World` runs for them over everything the product wrote.
 #![allow(dead_code, unused_imports)]
 
 pub mod ado;
@@ -13,6 +15,7 @@ pub mod harness;
 pub mod imds;
 pub mod load;
 pub mod oidc;
+pub mod secrets;
 pub mod tls;
 pub mod vssps;
 
@@ -22,5 +25,6 @@ pub use entra::{
     TokenInfo, TokenRequest,
 };
 pub use imds::{IdentityRef, MiEndpoint, MiRequest, MockImds};
+pub use secrets::{Finding, SecretKind, SecretRecord, Secrets};
 pub use tls::TestCa;
 pub use vssps::{LegacyTokenInfo, MockVssps, VsspsStats, VsspsValidator};

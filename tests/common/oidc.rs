@@ -1,7 +1,9 @@
 //! A CI system's OIDC token endpoint (GitHub Actions, Azure Pipelines) and the federated
-//! JWTs it hands out, for workload identity tests.
+//! JWTs it hands out, for workload identity tests. The provider records the job token it
+//! expects and every JWT it hands out in the world's secret ledger (as `"oidc"`).
 
 use super::harness::World;
+use super::secrets::SecretKind;
 use base64::Engine;
 
 /// A JWT-shaped federated token for `sub`, audience `api://AzureADTokenExchange`.
@@ -33,12 +35,15 @@ pub fn oidc_provider(
 ) {
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
+    let secrets = w.ca.secrets();
+    secrets.record(SecretKind::CiJobToken, "oidc", bearer);
     let server = super::tls::HttpsServer::start(
         w.ca.server_config(),
         || true,
         move |_| {
             move |req: hyper::Request<hyper::body::Incoming>| {
                 let log = log.clone();
+                let secrets = secrets.clone();
                 async move {
                     let auth = req
                         .headers()
@@ -50,7 +55,9 @@ pub fn oidc_provider(
                         .unwrap()
                         .push(format!("{} {}", req.method(), req.uri()));
                     Some(if auth.eq_ignore_ascii_case(&format!("bearer {bearer}")) {
-                        super::tls::response(200, "application/json", body(federated_jwt(sub)))
+                        let jwt = federated_jwt(sub);
+                        secrets.record(SecretKind::FederatedToken, "oidc", &jwt);
+                        super::tls::response(200, "application/json", body(jwt))
                     } else {
                         super::tls::response(401, "application/json", "{\"message\":\"no\"}")
                     })

@@ -1,7 +1,8 @@
 //! Test TLS material and the plumbing the mock servers share: a throw-away CA
 //! (rcgen) whose server certificate covers `127.0.0.1` and `localhost`, an HTTPS
 //! server running on its own background tokio runtime (stopped on drop), and
-//! small helpers for randomness, GUIDs and wall-clock time.
+//! small helpers for randomness, GUIDs and wall-clock time. The CA carries its world's
+//! secret ledger to the mocks started from it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,10 +23,15 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use super::secrets::Secrets;
+
 /// A self-signed CA plus one server certificate it signed, for 127.0.0.1 and localhost.
+/// It also carries its world's secret ledger: every mock server is started from the world's
+/// CA (or from a mock that was), so every mock records there what it hands out.
 pub struct TestCa {
     ca_path: PathBuf,
     config: Arc<ServerConfig>,
+    secrets: Secrets,
 }
 
 impl TestCa {
@@ -73,6 +79,7 @@ impl TestCa {
         TestCa {
             ca_path,
             config: Arc::new(config),
+            secrets: Secrets::default(),
         }
     }
 
@@ -84,6 +91,11 @@ impl TestCa {
     /// rustls server configuration (ALPN http/1.1) serving the test certificate.
     pub fn server_config(&self) -> Arc<ServerConfig> {
         self.config.clone()
+    }
+
+    /// The secret ledger of the world this CA belongs to (see [`super::secrets`]).
+    pub fn secrets(&self) -> Secrets {
+        self.secrets.clone()
     }
 }
 

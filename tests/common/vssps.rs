@@ -10,6 +10,9 @@
 //! `client_assertion_type`, `client_assertion` (the client secret), `grant_type`,
 //! `assertion` and `redirect_uri`; a success is JSON whose `expires_in` is a
 //! *string*; errors are JSON `{"Error": ..., "ErrorDescription": ...}`.
+//!
+//! Every secret it issues (client secrets, codes, access and refresh tokens) or is shown goes
+//! into its world's ledger (see [`MockVssps::secrets`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -24,6 +27,7 @@ use hyper::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 
 use super::entra::{AuthorizeOutcome, Fault, JWT_BEARER_ASSERTION};
+use super::secrets::{SecretKind, SecretRecord, Secrets};
 use super::tls::{HttpsServer, Resp, TestCa, guid, random_bytes, response, unix_now};
 use super::tls::{html_escape, html_response};
 
@@ -151,6 +155,8 @@ struct State {
     codes: HashMap<String, Code>,
     refresh_tokens: HashMap<String, Refresh>,
     access_tokens: HashMap<String, LegacyTokenInfo>,
+    /// The world's ledger: what this mock issues or is shown is recorded as `"vssps"`.
+    secrets: Secrets,
 }
 
 /// Checks access tokens issued by a [`MockVssps`]; cheap to clone, outlives the server.
@@ -183,6 +189,7 @@ impl MockVssps {
             codes: HashMap::new(),
             refresh_tokens: HashMap::new(),
             access_tokens: HashMap::new(),
+            secrets: ca.secrets(),
         }));
         let gate = state.clone();
         let accept = move || {
@@ -241,7 +248,10 @@ impl MockVssps {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             secret: secret.into(),
         };
-        self.with(|s| s.apps.insert(app_id.into(), app));
+        self.with(|s| {
+            s.secrets.record(SecretKind::ClientSecret, "vssps", secret);
+            s.apps.insert(app_id.into(), app)
+        });
     }
 
     /// Identity of tokens issued from now on (default Grace Hopper,
@@ -289,6 +299,12 @@ impl MockVssps {
     pub fn stats(&self) -> VsspsStats {
         self.with(|s| s.stats.clone())
     }
+
+    /// Every secret this mock issued (client secrets, codes, access and refresh tokens) or was
+    /// shown (client secrets, codes, refresh tokens presented to the token endpoint), in order.
+    pub fn secrets(&self) -> Vec<SecretRecord> {
+        self.with(|s| s.secrets.recorded_by("vssps"))
+    }
 }
 
 async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp> {
@@ -317,6 +333,16 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp
             let body = req.into_body().collect().await.ok()?.to_bytes();
             let form: Form = url::form_urlencoded::parse(&body).into_owned().collect();
             let mut st = state.lock().unwrap();
+            if let Some(v) = form.get("client_assertion") {
+                st.secrets.record(SecretKind::ClientSecret, "vssps", v);
+            }
+            if let Some(v) = form.get("assertion") {
+                let kind = match form.get("grant_type").map(String::as_str) {
+                    Some("refresh_token") => SecretKind::RefreshToken,
+                    _ => SecretKind::AuthorizationCode,
+                };
+                st.secrets.record(kind, "vssps", v);
+            }
             st.stats.token_requests += 1;
             st.stats.last_token_form = Some(form.clone().into_iter().collect());
             let resp = match fault {
@@ -471,6 +497,8 @@ impl State {
             expires_at: Instant::now() + self.cfg.code_lifetime,
             redeemed: false,
         };
+        self.secrets
+            .record(SecretKind::AuthorizationCode, "vssps", &code);
         self.codes.insert(code.clone(), entry);
         let mut pairs = vec![("code", code.as_str())];
         pairs.extend(state.map(|s| ("state", s)));
@@ -620,6 +648,8 @@ impl State {
             "nameid": self.user_id, "scp": scp, "aui": guid(), "appid": app_id,
             "iss": VSTOKEN_ISSUER, "aud": VSTOKEN_ISSUER, "nbf": now, "exp": info.exp,
         }));
+        self.secrets
+            .record(SecretKind::AccessToken, "vssps", &access_token);
         self.access_tokens.insert(access_token.clone(), info);
         let refresh_token = jwt(&json!({
             "nameid": self.user_id, "ac": guid(), "acr": "1", "appid": app_id,
@@ -632,6 +662,8 @@ impl State {
             used: false,
             revoked: false,
         };
+        self.secrets
+            .record(SecretKind::RefreshToken, "vssps", &refresh_token);
         self.refresh_tokens.insert(refresh_token.clone(), entry);
         let mut granted = scopes;
         if !granted.iter().any(|s| s == AUTHORIZATION_GRANT_SCOPE) {
