@@ -28,22 +28,10 @@ fn rss_kib(pid: i32) -> u64 {
         .expect("VmRSS")
 }
 
-/// Enough open files here for a thousand connections.
-fn raise_own_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max.min(1 << 20);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-}
-
 #[test]
 fn a_thousand_clients_beside_ten_stuck_ones_are_served_and_nothing_leaks() {
-    raise_own_fd_limit();
+    // Enough open files here for a thousand connections: the daemon's own routine.
+    git_credential_azdo::daemon::raise_fd_limit();
     let w = World::new();
     w.login("contoso");
     let pid = w.daemon_pid().expect("daemon running");
