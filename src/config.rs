@@ -88,6 +88,9 @@ pub struct Config {
     pub proxy: Option<String>,
     /// The legacy Azure DevOps OAuth service, for apps registered at app.vsaex.visualstudio.com.
     pub legacy_oauth_url: Option<String>,
+    /// Seconds the daemon waits for one answer from Entra ID or Azure DevOps; see
+    /// [`Config::http_timeout`].
+    pub http_timeout: Option<u64>,
     #[serde(default)]
     pub org: BTreeMap<String, OrgConfig>,
     /// The machine identity for organizations with no signed-in account and none of their own.
@@ -167,6 +170,12 @@ impl Config {
         Self::load_hosts(&crate::paths::config_path())
     }
 
+    /// How long one HTTP request of the daemon may take: `http_timeout`, 30 s by default,
+    /// kept within 1–40 s so that a `get` waiting on it ends before the client's own deadline.
+    pub fn http_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.http_timeout.unwrap_or(30).clamp(1, 40))
+    }
+
     pub fn client_id(&self) -> &str {
         self.client_id.as_deref().unwrap_or(DEFAULT_CLIENT_ID)
     }
@@ -220,6 +229,7 @@ store = "file"
 client_id = "abc"
 authority_host = "https://login.microsoftonline.us/"
 proxy = "http://proxy.corp.example:8080"
+http_timeout = 90
 [org.Contoso]
 tenant = "t1"
 "#,
@@ -230,7 +240,13 @@ tenant = "t1"
         assert_eq!(c.client_id(), "abc");
         assert_eq!(c.tenant_override("contoso"), Some("t1"));
         assert_eq!(c.proxy.as_deref(), Some("http://proxy.corp.example:8080"));
+        assert_eq!(
+            c.http_timeout(),
+            std::time::Duration::from_secs(40),
+            "clamped"
+        );
         let d = Config::default();
+        assert_eq!(d.http_timeout(), std::time::Duration::from_secs(30));
         assert_eq!(d.store, StoreSetting::Auto);
         assert_eq!(d.client_id(), DEFAULT_CLIENT_ID);
     }

@@ -135,10 +135,15 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
         Ok(Response::Error { error, message }) => {
             let hint = match error {
                 ErrorKind::NeedsLogin => login_hint(&message, target),
-                ErrorKind::Unavailable => {
+                ErrorKind::Unavailable if !message.contains("by itself") => {
                     ". Cached tokens are used while they last; try again shortly".into()
                 }
                 _ => String::new(),
+            };
+            // Entra's sentences end with a full stop; the hint brings its own.
+            let message = match hint.is_empty() {
+                true => message.as_str(),
+                false => message.trim_end_matches('.'),
             };
             let _ = writeln!(err, "{NAME}: {message}{hint}");
             ExitCode::SUCCESS

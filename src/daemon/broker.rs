@@ -32,6 +32,32 @@ const REPLACEMENT_WINDOW_MS: u64 = 5 * 60 * 1000;
 /// resumes (tokio's timers do not count time spent suspended).
 const MAX_SLEEP: Duration = Duration::from_secs(60);
 
+/// How long a `get` holding a token still valid waits for its successor before serving it.
+const STALE_WAIT: Duration = Duration::from_secs(2);
+/// A token with this much life left (or a tenth of its life, if less) is served when its
+/// refresh fails.
+const STILL_VALID_MS: u64 = 5_000;
+
+/// The cached token if it has [`STILL_VALID_MS`] of life left.
+fn still_valid(st: &SlotState) -> Option<CachedToken> {
+    st.token
+        .as_ref()
+        .filter(|t| t.expires_ms > now_ms() + STILL_VALID_MS.min(t.lifetime_ms() / 10))
+        .cloned()
+}
+
+/// A passing failure's message, with when the daemon tries again on its own.
+fn with_next_try(kind: ErrorKind, message: &str, wait_ms: u64) -> String {
+    match kind {
+        ErrorKind::Unavailable => format!(
+            "{}; the daemon tries again by itself in {} s",
+            message.trim_end_matches('.'),
+            wait_ms.div_ceil(1000).max(1)
+        ),
+        _ => message.to_string(),
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -200,7 +226,7 @@ impl Broker {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
+            .timeout(config.http_timeout())
             .build()
             .unwrap_or_else(|_| http.clone());
         let broker = Arc::new(Broker {
@@ -356,7 +382,8 @@ impl Broker {
                 // off after failures: share that outcome instead of asking Entra again.
                 let tried_meanwhile = st.last_refresh_ms.is_some_and(|t| t >= asked);
                 if tried_meanwhile || now < st.retry_at_ms {
-                    return Err(err(*kind, message.clone()));
+                    let wait = st.retry_at_ms.saturating_sub(now);
+                    return Err(err(*kind, with_next_try(*kind, message, wait)));
                 }
             }
             st.refresh_token.clone()
@@ -376,10 +403,8 @@ impl Broker {
                 });
             return match result {
                 Ok(set) => Ok(self.install(slot, set, false).await),
-                Err(e) if e.is_transient() => {
-                    Err(self.failed(slot, ErrorKind::Unavailable, e.to_string()))
-                }
-                Err(e) => Err(self.failed(slot, ErrorKind::Misconfigured, e.to_string())),
+                Err(e) if e.is_transient() => Err(self.failed(slot, ErrorKind::Unavailable, &e)),
+                Err(e) => Err(self.failed(slot, ErrorKind::Misconfigured, &e)),
             };
         }
         let refresh_token = match refresh_token {
@@ -397,7 +422,8 @@ impl Broker {
                         return Err(err(ErrorKind::NeedsLogin, why));
                     }
                     Err(e) => {
-                        return Err(self.failed(slot, ErrorKind::Unavailable, e.to_string()));
+                        let e = EntraError::Transient(e.to_string());
+                        return Err(self.failed(slot, ErrorKind::Unavailable, &e));
                     }
                 }
             }
@@ -429,9 +455,9 @@ impl Broker {
             // A legacy app's client secret refused: signing in again with the same secret
             // cannot help.
             Err(e @ EntraError::Rejected(_)) if matches!(slot.source, Source::App(_)) => {
-                Err(self.failed(slot, ErrorKind::Misconfigured, e.to_string()))
+                Err(self.failed(slot, ErrorKind::Misconfigured, &e))
             }
-            Err(e) => Err(self.failed(slot, ErrorKind::Unavailable, e.to_string())),
+            Err(e) => Err(self.failed(slot, ErrorKind::Unavailable, &e)),
         }
     }
 
@@ -465,17 +491,23 @@ impl Broker {
         })
     }
 
-    /// Records a failed refresh and schedules the next background try.
-    fn failed(&self, slot: &Slot, kind: ErrorKind, message: String) -> Response {
+    /// Records a failed refresh and schedules the next try: exponential back-off from 2 s to
+    /// a minute, and never sooner than the server's `Retry-After`.
+    fn failed(&self, slot: &Slot, kind: ErrorKind, e: &EntraError) -> Response {
+        let message = e.to_string();
         tracing::warn!(account = %slot.id, error = %message, "refresh failed");
         let mut st = slot.state.lock().unwrap();
         st.failures += 1;
         let backoff = (1000u64 << st.failures.min(6)).min(60_000);
-        st.retry_at_ms = now_ms() + backoff;
+        let asked = e.retry_after().map_or(0, |d| d.as_millis() as u64);
+        st.retry_at_ms = now_ms() + backoff.max(asked);
         st.last_refresh_ms = Some(now_ms());
         st.last_outcome = Some(format!("failed: {message}"));
         st.last_error = Some((kind, message.clone()));
-        err(kind, message)
+        let wait = st
+            .retry_at_ms
+            .saturating_sub(st.last_refresh_ms.unwrap_or_default());
+        err(kind, with_next_try(kind, &message, wait))
     }
 
     /// Persists the rotated refresh token, then publishes the new access token.
@@ -556,34 +588,53 @@ impl Broker {
             }
         }
         tracing::info!(org, "get waits for a refresh");
-        match self.refresh(&slot, false).await {
-            Ok(t) => token_response(&t),
-            Err(e) => {
-                // A transient failure: a token that is still valid is better than none.
-                let st = slot.state.lock().unwrap();
-                match &st.token {
-                    Some(t) if t.expires_ms > now_ms() + 5_000 && st.needs_login.is_none() => {
-                        token_response(t)
-                    }
-                    _ => match (&slot.source, e) {
-                        // Name the way back for an app account: the app again, or Entra ID.
-                        (
-                            Source::App(app),
-                            Response::Error {
-                                error: error @ (ErrorKind::NeedsLogin | ErrorKind::Misconfigured),
-                                message,
-                            },
-                        ) => err(
-                            error,
-                            format!(
-                                "{message}. Connect it again with: git-credential-azdo login --org {org} --app-id {} --client-secret-file FILE, or move to Entra ID: git-credential-azdo login --org {org}",
-                                app.record.app_id
-                            ),
-                        ),
-                        (_, e) => e,
-                    },
-                }
+        // On its own task: a refresh is never cancelled half-way (a refresh token spent at
+        // Entra whose successor never arrived), even when this caller stops waiting.
+        let refresh = tokio::spawn({
+            let (broker, slot) = (self.clone(), slot.clone());
+            async move { broker.refresh(&slot, false).await }
+        });
+        // A token in the last part of its life is still good: wait only briefly for its
+        // successor, and serve it when Entra is slow or failing.
+        let current = still_valid(&slot.state.lock().unwrap());
+        let outcome = match &current {
+            Some(t) => match tokio::time::timeout(STALE_WAIT, refresh).await {
+                Ok(joined) => joined,
+                Err(_) => return token_response(t),
+            },
+            None => refresh.await,
+        };
+        let e = match outcome {
+            Ok(Ok(t)) => return token_response(&t),
+            Ok(Err(e)) => e,
+            Err(joined) => {
+                tracing::error!(error = %joined, "the refresh task failed");
+                let m = "the token refresh failed inside the daemon; see its log";
+                err(ErrorKind::Unavailable, m.to_string())
             }
+        };
+        // Failing, or even refused for good: a token that is still valid is better than
+        // none, and Azure DevOps accepts it until it expires.
+        if let Some(t) = still_valid(&slot.state.lock().unwrap()) {
+            tracing::info!(org, "serving the current token while its refresh fails");
+            return token_response(&t);
+        }
+        match (&slot.source, e) {
+            // Name the way back for an app account: the app again, or Entra ID.
+            (
+                Source::App(app),
+                Response::Error {
+                    error: error @ (ErrorKind::NeedsLogin | ErrorKind::Misconfigured),
+                    message,
+                },
+            ) => err(
+                error,
+                format!(
+                    "{message}. Connect it again with: git-credential-azdo login --org {org} --app-id {} --client-secret-file FILE, or move to Entra ID: git-credential-azdo login --org {org}",
+                    app.record.app_id
+                ),
+            ),
+            (_, e) => e,
         }
     }
 

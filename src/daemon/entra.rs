@@ -46,6 +46,12 @@ pub enum EntraError {
     /// Entra or the network failed; the same request may work later.
     #[error("{0}")]
     Transient(String),
+    /// Entra answered 429 or 5xx with `Retry-After`: the same request, no sooner than that.
+    #[error("{message}")]
+    Throttled {
+        message: String,
+        retry_after: Duration,
+    },
     /// The request is wrong for this tenant or client (configuration).
     #[error("{0}")]
     Rejected(String),
@@ -53,8 +59,40 @@ pub enum EntraError {
 
 impl EntraError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, EntraError::Transient(_))
+        matches!(
+            self,
+            EntraError::Transient(_) | EntraError::Throttled { .. }
+        )
     }
+
+    /// How long the server asked us to wait before the next try, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            EntraError::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// The longest `Retry-After` honoured; a larger one is taken as this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+
+/// A `Retry-After` header (seconds, or an HTTP date) as a wait from now, at most
+/// [`MAX_RETRY_AFTER`].
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    let wait = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(v)
+            .ok()?
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// First line of an Entra `error_description` ("AADSTS70008: The provided ..."), without the
@@ -107,7 +145,10 @@ where
         RequestTokenError::Parse(_, _) => {
             EntraError::Transient(format!("Entra ID's answer to the {what} was not readable"))
         }
-        RequestTokenError::Other(m) => EntraError::Transient(format!("{what}: {m}")),
+        // oauth2's own complaint (an answer that is not JSON, say), never a body.
+        RequestTokenError::Other(m) => EntraError::Transient(format!(
+            "Entra ID's answer to the {what} was not readable ({m})"
+        )),
     }
 }
 
@@ -257,11 +298,61 @@ impl Entra {
         if let Some(c) = claims {
             req = req.add_extra_param("claims", c.to_string());
         }
-        req.request_async(&self.http)
-            .await
+        // The oauth2 crate hides the headers of an error answer and the kind of a failed
+        // request: note the Retry-After and whether the request ran out of time.
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Seen::default()));
+        let http = {
+            let (client, seen) = (self.http.clone(), seen.clone());
+            move |request: oauth2::HttpRequest| {
+                let (client, seen) = (client.clone(), seen.clone());
+                async move {
+                    let result = oauth2::AsyncHttpClient::call(&client, request).await;
+                    let mut seen = seen.lock().unwrap();
+                    match &result {
+                        Ok(r) if !r.status().is_success() => {
+                            seen.retry_after = retry_after(r.headers())
+                        }
+                        Err(oauth2::HttpClientError::Reqwest(e)) => seen.timed_out = e.is_timeout(),
+                        _ => {}
+                    }
+                    result
+                }
+            }
+        };
+        let result = req.request_async(&http).await;
+        let seen = *seen.lock().unwrap();
+        result
             .map(to_set)
-            .map_err(|e| classify("token refresh", e))
+            .map_err(|e| match (classify("token refresh", e), seen) {
+                (
+                    EntraError::Transient(_),
+                    Seen {
+                        timed_out: true, ..
+                    },
+                ) => EntraError::Transient(
+                    "Entra ID did not answer the token refresh within the daemon's http_timeout"
+                        .into(),
+                ),
+                (
+                    EntraError::Transient(message),
+                    Seen {
+                        retry_after: Some(retry_after),
+                        ..
+                    },
+                ) => EntraError::Throttled {
+                    message: format!("{message} (asked to wait {} s)", retry_after.as_secs()),
+                    retry_after,
+                },
+                (e, _) => e,
+            })
     }
+}
+
+/// What a token request's HTTP exchange showed that the oauth2 crate does not pass on.
+#[derive(Default, Clone, Copy)]
+struct Seen {
+    retry_after: Option<Duration>,
+    timed_out: bool,
 }
 
 fn to_set(t: oauth2::basic::BasicTokenResponse) -> TokenSet {

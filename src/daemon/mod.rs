@@ -133,8 +133,8 @@ fn lock_pid_file(path: &Path) -> Result<Option<File>, DaemonError> {
 /// configuration or the environment, connect and total timeouts, no redirects.
 fn http_client(config: &Config) -> Result<reqwest::Client, DaemonError> {
     let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10).min(config.http_timeout()))
+        .timeout(config.http_timeout())
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("git-credential-azdo/", env!("CARGO_PKG_VERSION")));
     if let Some(p) = &config.proxy {

@@ -185,6 +185,8 @@ struct Settings {
     interval: u64,
     auto_approve_after_polls: u32,
     strict_rotation: bool,
+    /// Refuse every refresh token with `invalid_grant` and this AADSTS code.
+    refuse_refresh: Option<u32>,
     token_lifetime: Duration,
     device_code_lifetime: Duration,
     authorize_outcome: AuthorizeOutcome,
@@ -199,6 +201,7 @@ impl Default for Settings {
             interval: 1,
             auto_approve_after_polls: 1,
             strict_rotation: true,
+            refuse_refresh: None,
             token_lifetime: Duration::from_secs(3600),
             device_code_lifetime: Duration::from_secs(900),
             authorize_outcome: AuthorizeOutcome::Approve,
@@ -419,6 +422,11 @@ impl MockEntra {
     pub fn set_strict_rotation(&self, strict: bool) {
         self.with(|s| s.cfg.strict_rotation = strict)
     }
+    /// Refuse every refresh token with `invalid_grant` and this AADSTS code (70008: expired,
+    /// 700082: inactive for 90 days), or stop refusing with `None`.
+    pub fn refuse_refresh_tokens(&self, code: Option<u32>) {
+        self.with(|s| s.cfg.refuse_refresh = code)
+    }
     /// Lifetime of new access tokens (default 3600 s).
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         self.with(|s| s.cfg.token_lifetime = lifetime)
@@ -581,6 +589,7 @@ fn message(error: &str, code: u32, arg: &str) -> String {
         70000 => "Provided grant is invalid or malformed.",
         70003 => "The app requested an unsupported grant type '{}'.",
         70008 => "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+        700082 => "The refresh token has expired due to inactivity. The token was issued on {} and was inactive for 90.00:00:00.",
         70016 => "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
         70019 => "Verification code expired.",
         50173 => "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password. The grant was issued on '{}'.",
@@ -852,8 +861,13 @@ impl State {
         };
         self.stats.last_claims = form.get("claims").cloned();
         let strict = self.cfg.strict_rotation;
+        let refuse = self.cfg.refuse_refresh;
         let refused = match self.refresh_tokens.get_mut(rt) {
             None => Some(aad("invalid_grant", 9002313, "")),
+            Some(r) if refuse.is_some() => {
+                let code = refuse.unwrap();
+                Some(aad("invalid_grant", code, &timestamp(r.issued)))
+            }
             Some(r) if r.revoked => Some(aad("invalid_grant", 50173, &timestamp(r.issued))),
             Some(r) if r.client_id != client_id => Some(aad("invalid_grant", 70000, "")),
             Some(r) if r.used && strict => Some(aad("invalid_grant", 70008, "")),

@@ -73,6 +73,8 @@ struct State {
     tenant: String,
     /// (requests still to fail, status).
     fail: (usize, u16),
+    /// Close every connection without an answer, as an unreachable endpoint does.
+    down: bool,
     token_requests: usize,
     served: usize,
     log: Vec<MiRequest>,
@@ -123,6 +125,7 @@ impl MockImds {
             system_assigned: true,
             tenant: MockEntra::HOME_TENANT.to_string(),
             fail: (0, 200),
+            down: false,
             token_requests: 0,
             served: 0,
             log: Vec::new(),
@@ -212,6 +215,11 @@ impl MockImds {
         self.with(|s| s.fail = (n, status))
     }
 
+    /// While `down`, every connection is closed without an answer (the endpoint is gone).
+    pub fn set_down(&self, down: bool) {
+        self.with(|s| s.down = down)
+    }
+
     /// Requests to either token endpoint so far, failed ones included.
     pub fn token_requests(&self) -> usize {
         self.with(|s| s.token_requests)
@@ -259,6 +267,9 @@ fn app_service_error(status: u16, message: &str) -> Resp {
 }
 
 async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Option<Resp> {
+    if ctx.state.lock().unwrap().down {
+        return None;
+    }
     let endpoint = match req.uri().path() {
         "/metadata/identity/oauth2/token" => MiEndpoint::Imds,
         "/msi/token" => MiEndpoint::AppService,
