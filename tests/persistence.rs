@@ -189,3 +189,46 @@ fn a_keyring_that_does_not_answer_never_blocks_the_daemon() {
     assert!(field(&w.get("contoso", true), "credential").is_some());
     unsafe { libc::kill(pid, libc::SIGCONT) };
 }
+
+/// The last refresh outcome for `contoso`, from `status --json`.
+fn last_outcome(w: &World) -> String {
+    let out = w.client(&["status", "--json"], "");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    json["orgs"][0]["last_refresh_outcome"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_keyring_that_fails_during_a_rotation_is_reported_and_the_sign_in_kept() {
+    use std::time::Duration;
+    let mut w = World::with_store("auto");
+    let ss = SecretService::start(&w);
+    w.set_env("DBUS_SESSION_BUS_ADDRESS", &ss.address);
+    // Entra keeps a redeemed refresh token usable: the one in the keyring stays good.
+    w.entra.set_strict_rotation(false);
+    w.entra.set_token_lifetime(Duration::from_secs(8));
+    let url = w.ado.create_repo("contoso", "web", "site");
+    w.login("contoso");
+    ok(&w, &w.git(&["clone", &url, "a"], None), "clone");
+    let repo = w.path("a");
+    // The keyring stops answering before the next rotation (6 s into the token's life).
+    let pid = keyring_pid(&w);
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let reported = common::harness::wait_until(Duration::from_secs(40), || {
+        last_outcome(&w).contains("could not be saved")
+    });
+    let outcome = last_outcome(&w);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(reported, "{outcome}");
+    assert!(outcome.contains("did not answer"), "{outcome}");
+    assert!(w.log().contains("could not save the rotated refresh token"));
+    // Served meanwhile from the token the daemon keeps in memory, and after a crash from the
+    // one in the keyring, with no new sign-in.
+    ok(&w, &w.git(&["fetch"], Some(&repo)), "fetch");
+    w.kill_daemon(libc::SIGKILL);
+    ok(&w, &w.git(&["fetch"], Some(&repo)), "fetch after a crash");
+    assert_eq!(w.entra.stats().devicecode_requests, 1, "no new sign-in");
+    assert!(text(&w.client(&["status"], "").stdout).contains("OS keyring"));
+}

@@ -6,6 +6,7 @@
 //! Every network call of the daemon starts here; the server only translates messages.
 
 use super::claims::Claims;
+use super::crashpoint;
 use super::discovery;
 use super::entra::{Entra, EntraError, TokenSet};
 use super::identity::MachineIdentity;
@@ -430,6 +431,7 @@ impl Broker {
         };
         let claims = slot.state.lock().unwrap().claims.clone();
         tracing::debug!(account = %slot.id, ahead = background, "refreshing access token");
+        crashpoint::reached(crashpoint::BEFORE_REQUEST);
         let result = match &slot.source {
             Source::App(app) => match self.app_of(slot, app).await {
                 Ok(app) => self.vssps.refresh(&app, &refresh_token).await,
@@ -442,7 +444,10 @@ impl Broker {
             }
         };
         match result {
-            Ok(set) => Ok(self.install(slot, set, claims.is_some()).await),
+            Ok(set) => {
+                crashpoint::reached(crashpoint::AFTER_RESPONSE);
+                Ok(self.install(slot, set, claims.is_some()).await)
+            }
             Err(EntraError::SignInRequired(m)) => {
                 tracing::warn!(account = %slot.id, reason = %m, "sign-in required");
                 let mut st = slot.state.lock().unwrap();

@@ -3,6 +3,7 @@
 
 mod broker;
 mod claims;
+mod crashpoint;
 mod discovery;
 mod entra;
 mod identity;
@@ -189,6 +190,8 @@ pub async fn run(
     let _ = writeln!(pid_file, "{}", std::process::id());
 
     let data_dir = paths::data_dir();
+    // We hold the lock: a half-written store file beside the real one is a dead daemon's.
+    store::remove_stale_temporaries(&data_dir);
     let secret_store = store::choose(config.store, &data_dir)
         .await
         .map_err(DaemonError::Store)?;

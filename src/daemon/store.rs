@@ -399,6 +399,24 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Sto
         })
 }
 
+/// Removes the temporary files of writes that never finished (`NAME.tmp.PID`, left by a daemon
+/// killed half-way); call only while holding the daemon lock.
+pub fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let unfinished = name
+            .rsplit_once(".tmp.")
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+        if unfinished && fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(file = %name, "removed an unfinished write of a stopped daemon");
+        }
+    }
+}
+
 /// Creates `dir` (and parents) with mode 0700 for the last component.
 pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
@@ -422,6 +440,7 @@ fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreEr
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(&bytes)?;
+        super::crashpoint::reached(super::crashpoint::STORE_WRITE);
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         fs::File::open(dir)?.sync_all()
