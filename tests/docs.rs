@@ -2,6 +2,7 @@
 //! as written (the install line aside) under the variables its platform sets, with a real git
 //! and the real daemon, against local stand-ins for the platform, Entra ID and Azure DevOps.
 //! Each page's first "When it fails" message is then provoked and must be what git shows.
+//! docs/security.md names only tests that exist.
 
 mod common;
 
@@ -280,4 +281,41 @@ fn azure_vm_page() {
     let env = [("AZURE_POD_IDENTITY_AUTHORITY_HOST".to_string(), imds.url())];
     assert_cloned(&w, &run(&w, &s, &env));
     assert!(imds.served() >= 1);
+}
+
+/// Every test the security model cites (`file::name`, or `file::*` for a whole file) exists.
+#[test]
+fn security_md_cites_only_tests_that_exist() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/security.md")).unwrap();
+    let table = doc
+        .split("## What the tests prove")
+        .nth(1)
+        .expect("a test table");
+    let mut cited = 0;
+    for row in table.lines().filter(|l| l.starts_with("| `")) {
+        let first = row.split('|').nth(1).unwrap();
+        for name in first.split('`').skip(1).step_by(2) {
+            let Some((file, test)) = name.split_once("::") else {
+                continue;
+            };
+            let path = root.join("tests").join(format!("{file}.rs"));
+            let Ok(source) = std::fs::read_to_string(&path) else {
+                // `protocol`, `ipc`...: unit tests in src/.
+                assert!(
+                    root.join("src").join(format!("{file}.rs")).exists(),
+                    "{name}: no tests/{file}.rs or src/{file}.rs"
+                );
+                continue;
+            };
+            if test != "*" {
+                assert!(
+                    source.contains(&format!("fn {test}(")),
+                    "docs/security.md cites {name}, which tests/{file}.rs does not have"
+                );
+            }
+            cited += 1;
+        }
+    }
+    assert!(cited >= 15, "only {cited} tests cited");
 }
