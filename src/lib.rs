@@ -4,6 +4,7 @@
 //! `config`, `paths`, `secret`) is what git runs; the `daemon` holds tokens and makes every
 //! network call. See docs/ and ARCHITECTURE.md for the design.
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
