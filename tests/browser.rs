@@ -195,3 +195,37 @@ fn doctor_passes_when_all_is_well_and_names_the_fix_when_not() {
         "{report}"
     );
 }
+
+/// First run on a laptop: `git clone` in a terminal with no account opens the browser, and the
+/// clone goes on once the sign-in is done, saying which organization is now connected.
+#[test]
+fn first_clone_in_a_terminal_opens_the_browser_and_says_connected() {
+    let mut w = World::new();
+    let page = browser(&mut w, false);
+    w.set_env("GIT_TERMINAL_PROMPT", "1");
+    let url = w.ado.create_repo("contoso", "web", "site");
+    // script(1) gives git and the helper a real terminal.
+    let out = common::harness::run_with_input(
+        w.command("script")
+            .args(["-qec", &format!("git clone {url} first"), "/dev/null"])
+            .current_dir(w.path("")),
+        b"",
+    );
+    let screen = text(&out.stdout);
+    ok(&w, &out, "clone in a terminal");
+    assert!(
+        screen.contains("Connected organization 'contoso'"),
+        "{screen}"
+    );
+    assert!(
+        !screen.contains("enter the code"),
+        "no device code: {screen}"
+    );
+    assert!(w.path("first/.git").exists());
+    assert_eq!(w.entra.stats().devicecode_requests, 0);
+    assert_eq!(w.entra.stats().auth_code_ok, 1);
+    assert!(
+        wait_for_file(&page).contains("contoso"),
+        "the browser's page"
+    );
+}
