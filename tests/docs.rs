@@ -319,3 +319,73 @@ fn security_md_cites_only_tests_that_exist() {
     }
     assert!(cited >= 15, "only {cited} tests cited");
 }
+
+/// docs/configuration.md names every setting of the configuration file and every environment
+/// variable the code reads.
+#[test]
+fn configuration_md_names_every_setting_and_variable() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let config = std::fs::read_to_string(root.join("src/config.rs")).unwrap();
+    let mut missing = Vec::new();
+    // Fields of the file's structs, as `name` in the document.
+    for strukt in [
+        "pub struct Config {",
+        "pub struct OrgConfig {",
+        "pub struct IdentityConfig {",
+    ] {
+        let body = config.split(strukt).nth(1).expect(strukt);
+        let body = &body[..body.find("\n}").unwrap()];
+        for line in body.lines() {
+            let Some(field) = line.trim().strip_prefix("pub ") else {
+                continue;
+            };
+            let name = field.split(':').next().unwrap().trim();
+            let named = [
+                format!("`{name}`"),
+                format!("{name}`"),
+                format!("`[{name}."),
+            ];
+            if !named.iter().any(|n| doc.contains(n.as_str())) {
+                missing.push(format!("setting {name}"));
+            }
+        }
+    }
+    // Every SCREAMING_CASE string in the source names a variable (none is anything else).
+    let mut sources = Vec::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                sources.push(std::fs::read_to_string(p).unwrap());
+            }
+        }
+    }
+    let mut variables = std::collections::BTreeSet::new();
+    for src in &sources {
+        for piece in src.split('"').skip(1).step_by(2) {
+            let looks = piece.len() > 3
+                && piece.contains('_')
+                && piece
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                && !piece.starts_with("CARGO_");
+            if looks {
+                variables.insert(piece.to_string());
+            }
+        }
+    }
+    assert!(variables.len() > 20, "{variables:?}");
+    for v in variables {
+        if !doc.contains(&format!("`{v}")) {
+            missing.push(format!("variable {v}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/configuration.md lacks: {missing:?}"
+    );
+}
