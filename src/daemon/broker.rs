@@ -12,6 +12,7 @@ use super::entra::{Entra, EntraError, TokenSet};
 use super::identity::MachineIdentity;
 use super::legacy::{self, Vssps};
 use super::loopback::{self, Redirect};
+use super::schedule;
 use super::store::{AccountRecord, AppRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
 use crate::ipc::{AccountView, AppLogin, Check, ErrorKind, OrgStatus, Response, StatusView};
@@ -29,21 +30,15 @@ const MAX_DENIED_BACKOFF: Duration = Duration::from_secs(300);
 const MACHINE_LIMIT: Duration = Duration::from_secs(35);
 /// A token refused within this time of the previous refusal was its replacement.
 const REPLACEMENT_WINDOW_MS: u64 = 5 * 60 * 1000;
-/// The refresher wakes at least this often, so a suspended laptop refreshes soon after it
-/// resumes (tokio's timers do not count time spent suspended).
-const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 /// How long a `get` holding a token still valid waits for its successor before serving it.
 const STALE_WAIT: Duration = Duration::from_secs(2);
-/// A token with this much life left (or a tenth of its life, if less) is served when its
-/// refresh fails.
-const STILL_VALID_MS: u64 = 5_000;
-
-/// The cached token if it has [`STILL_VALID_MS`] of life left.
+/// The cached token if it has enough life left to serve while its refresh fails
+/// ([`schedule::still_valid_ms`]).
 fn still_valid(st: &SlotState) -> Option<CachedToken> {
     st.token
         .as_ref()
-        .filter(|t| t.expires_ms > now_ms() + STILL_VALID_MS.min(t.lifetime_ms() / 10))
+        .filter(|t| t.expires_ms > now_ms() + schedule::still_valid_ms(t.lifetime_ms()))
         .cloned()
 }
 
@@ -78,6 +73,8 @@ struct CachedToken {
     token: Secret,
     obtained_ms: u64,
     expires_ms: u64,
+    /// When the refresher replaces it ([`schedule::refresh_at_ms`], jittered per token).
+    refresh_at_ms: u64,
 }
 
 impl CachedToken {
@@ -93,6 +90,7 @@ impl CachedToken {
             token,
             obtained_ms: now,
             expires_ms,
+            refresh_at_ms: schedule::refresh_at_ms(now, expires_ms, schedule::jitter()),
         }
     }
 
@@ -101,12 +99,12 @@ impl CachedToken {
     }
     /// Good to hand to git: not within the last fifth of its life (at most two minutes).
     fn usable(&self, now: u64) -> bool {
-        let margin = (self.lifetime_ms() / 5).min(120_000);
+        let margin = schedule::usable_margin_ms(self.lifetime_ms());
         self.expires_ms > now + margin
     }
-    /// When the background refresh should replace it: three quarters into its life.
+    /// When the background refresh should replace it.
     fn refresh_due_ms(&self) -> u64 {
-        self.obtained_ms + self.lifetime_ms() * 3 / 4
+        self.refresh_at_ms
     }
 }
 
@@ -339,8 +337,10 @@ impl Broker {
                 }
             };
             let sleep = match due {
-                Some(d) => Duration::from_millis(d.saturating_sub(now_ms())).min(MAX_SLEEP),
-                None => MAX_SLEEP,
+                Some(d) => {
+                    Duration::from_millis(d.saturating_sub(now_ms())).min(schedule::MAX_SLEEP)
+                }
+                None => schedule::MAX_SLEEP,
             };
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {
@@ -503,7 +503,7 @@ impl Broker {
         tracing::warn!(account = %slot.id, error = %message, "refresh failed");
         let mut st = slot.state.lock().unwrap();
         st.failures += 1;
-        let backoff = (1000u64 << st.failures.min(6)).min(60_000);
+        let backoff = schedule::backoff_ms(st.failures);
         let asked = e.retry_after().map_or(0, |d| d.as_millis() as u64);
         st.retry_at_ms = now_ms() + backoff.max(asked);
         st.last_refresh_ms = Some(now_ms());
@@ -1741,18 +1741,17 @@ mod tests {
 
     #[test]
     fn token_timing() {
-        let t = CachedToken {
-            token: Secret::new("x"),
-            obtained_ms: 0,
-            expires_ms: 3_600_000,
-        };
-        assert_eq!(t.refresh_due_ms(), 2_700_000);
+        let t = CachedToken::new(Secret::new("x"), Duration::from_secs(3600), 0);
+        let due = t.refresh_due_ms();
+        // 2.5–5.5 % of the hour before its last two minutes.
+        assert!((3_282_000..=3_390_000).contains(&due), "{due}");
         assert!(t.usable(3_400_000));
         assert!(!t.usable(3_500_000));
         let short = CachedToken {
             token: Secret::new("x"),
             obtained_ms: 0,
             expires_ms: 4_000,
+            refresh_at_ms: 3_000,
         };
         assert!(short.usable(3_000));
         assert!(!short.usable(3_300));

@@ -9,6 +9,7 @@ mod entra;
 mod identity;
 mod legacy;
 mod loopback;
+mod schedule;
 mod server;
 pub mod store;
 
