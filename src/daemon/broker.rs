@@ -338,9 +338,9 @@ impl Broker {
             };
             let sleep = match due {
                 Some(d) => {
-                    Duration::from_millis(d.saturating_sub(now_ms())).min(schedule::MAX_SLEEP)
+                    Duration::from_millis(d.saturating_sub(now_ms())).min(schedule::max_sleep())
                 }
-                None => schedule::MAX_SLEEP,
+                None => schedule::max_sleep(),
             };
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {

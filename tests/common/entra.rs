@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -86,6 +86,8 @@ pub struct TokenRequest {
     pub tenant: String,
     pub at: SystemTime,
     pub status: u16,
+    /// `expires_in` of the access token answered (0 when refused).
+    pub lifetime_s: u64,
 }
 
 /// Counters and the last values seen, as returned by [`MockEntra::stats`].
@@ -188,6 +190,9 @@ struct Settings {
     /// Refuse every refresh token with `invalid_grant` and this AADSTS code.
     refuse_refresh: Option<u32>,
     token_lifetime: Duration,
+    /// With [`MockEntra::set_token_lifetime_range`]: each token's lifetime is drawn from
+    /// `token_lifetime..=this`, in whole seconds, as Entra varies them (60–90 minutes).
+    token_lifetime_max: Option<Duration>,
     device_code_lifetime: Duration,
     authorize_outcome: AuthorizeOutcome,
     auth_code_lifetime: Duration,
@@ -203,6 +208,7 @@ impl Default for Settings {
             strict_rotation: true,
             refuse_refresh: None,
             token_lifetime: Duration::from_secs(3600),
+            token_lifetime_max: None,
             device_code_lifetime: Duration::from_secs(900),
             authorize_outcome: AuthorizeOutcome::Approve,
             auth_code_lifetime: Duration::from_secs(600),
@@ -225,9 +231,32 @@ struct State {
     apps: HashMap<String, App>,
     /// The world's ledger: what this mock issues or is shown is recorded as `"entra"`.
     secrets: Secrets,
+    /// The lifetime drawn for the token request being answered.
+    drawn_lifetime: Option<Duration>,
 }
 
 impl State {
+    /// Lifetime of the token being issued: the configured one, or the one drawn for this
+    /// request from the configured range.
+    fn lifetime(&mut self) -> Duration {
+        let (min, max) = (self.cfg.token_lifetime, self.cfg.token_lifetime_max);
+        let Some(max) = max.filter(|m| *m > min) else {
+            return min;
+        };
+        *self.drawn_lifetime.get_or_insert_with(|| {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos(),
+            );
+            let span = max.as_secs() - min.as_secs() + 1;
+            Duration::from_secs(min.as_secs() + h.finish() % span)
+        })
+    }
+
     fn secret(&self, kind: SecretKind, value: &str) {
         self.secrets.record(kind, "entra", value)
     }
@@ -309,6 +338,7 @@ impl MockEntra {
     pub fn start(ca: &TestCa) -> MockEntra {
         let state = Arc::new(Mutex::new(State {
             secrets: ca.secrets(),
+            drawn_lifetime: None,
             ..State::default()
         }));
         let gate = state.clone();
@@ -427,6 +457,14 @@ impl MockEntra {
     pub fn refuse_refresh_tokens(&self, code: Option<u32>) {
         self.with(|s| s.cfg.refuse_refresh = code)
     }
+    /// Each token lives a random whole number of seconds in `min..=max`, as Entra's access
+    /// tokens live 60–90 minutes.
+    pub fn set_token_lifetime_range(&self, min: Duration, max: Duration) {
+        self.with(|s| {
+            s.cfg.token_lifetime = min;
+            s.cfg.token_lifetime_max = Some(max);
+        })
+    }
     /// Lifetime of new access tokens (default 3600 s).
     pub fn set_token_lifetime(&self, lifetime: Duration) {
         self.with(|s| s.cfg.token_lifetime = lifetime)
@@ -500,6 +538,7 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp
         _ => return Some(response(404, "text/html", "<html>Not Found</html>")),
     };
     let mut st = state.lock().unwrap();
+    st.drawn_lifetime = None;
     // What the client shows: secrets too, even unknown or refused ones.
     let shown = [
         ("client_secret", SecretKind::ClientSecret),
@@ -542,12 +581,17 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp
         if client_id.is_some() {
             st.stats.last_client_id = client_id.clone();
         }
+        let lifetime_s = match resp.status().as_u16() {
+            200 => st.lifetime().as_secs(),
+            _ => 0,
+        };
         st.stats.token_requests.push(TokenRequest {
             grant_type: form.get("grant_type").cloned().unwrap_or_default(),
             client_id: client_id.unwrap_or_default(),
             tenant,
             at: SystemTime::now(),
             status: resp.status().as_u16(),
+            lifetime_s,
         });
     }
     Some(resp)
@@ -767,7 +811,7 @@ impl State {
             "1"
         };
         let (token, _) = self.mint_app(&AppIdentity::app(client_id), tenant, resource, acr);
-        let lifetime = self.cfg.token_lifetime.as_secs();
+        let lifetime = self.lifetime().as_secs();
         json_response(
             200,
             &json!({
@@ -793,7 +837,7 @@ impl State {
             r if r.eq_ignore_ascii_case(ADO_RESOURCE) => ADO_RESOURCE,
             _ => resource,
         };
-        let (now, lifetime) = (unix_now(), self.cfg.token_lifetime);
+        let (now, lifetime) = (unix_now(), self.lifetime());
         let info = TokenInfo {
             tid: tid.clone(),
             oid: app.object_id.clone(),
@@ -1036,7 +1080,7 @@ impl State {
         let tid = tid_of(tenant);
         let ado = scope.contains(ADO_RESOURCE);
         let aud = if ado { ADO_RESOURCE } else { GRAPH_RESOURCE };
-        let (now, lifetime) = (unix_now(), self.cfg.token_lifetime);
+        let (now, lifetime) = (unix_now(), self.lifetime());
         let info = TokenInfo {
             tid: tid.clone(),
             oid: oid_for(&user.upn),

@@ -1,0 +1,386 @@
+//! Fleet simulation: N build agents, each a real daemon process with its own runtime and data
+//! directories and a service principal (the same Entra load as workload identity), against
+//! one mock Entra ID, over a simulated day with time scaled 1/SCALE. Each agent runs clones at
+//! random (each clone one `get` over the agent's socket) and tokens live 60–90 minutes,
+//! drawn per token as Entra does.
+//!
+//! ```sh
+//! cargo test --test fleet -- --ignored --nocapture      # a debug build: see below
+//! ```
+//!
+//! Settings (environment): FLEET_AGENTS (200), FLEET_SCALE (240: a day in 6 minutes),
+//! FLEET_HOURS (24), FLEET_CLONES_PER_HOUR per agent (6), FLEET_COMPARE_HOURS (3, for the
+//! jitter comparison). The daemon honours the time scale (`GIT_CREDENTIAL_AZDO_SIMULATE`) in
+//! debug builds only, so this runs against the debug daemon.
+//!
+//! It prints, beside a fetch-a-token-per-clone approach (one Entra request per clone):
+//! Entra requests per agent per token lifetime, the peak rate the fleet puts on Entra, and the
+//! clones that waited on a refresh. Then it runs the same fleet with every token living 75
+//! minutes, with and without the refresh jitter, and compares the peaks of the refresh waves.
+
+mod common;
+
+use common::MockEntra;
+use common::harness::World;
+use git_credential_azdo::ipc::{self, Request, RequestEnvelope, Response};
+use git_credential_azdo::secret::Secret;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+const APP: &str = "5d1c7a2e-3b4f-4c6d-8e9f-0a1b2c3d4e5f";
+const SECRET: &str = "fleet-client-secret-value";
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One build agent: a daemon of its own.
+struct Agent {
+    home: PathBuf,
+    daemon: Child,
+}
+
+impl Agent {
+    fn socket(&self) -> PathBuf {
+        self.home.join("run/git-credential-azdo/daemon.sock")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.home.join("daemon.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.daemon.kill();
+        let _ = self.daemon.wait();
+    }
+}
+
+fn start_agent(w: &World, dir: &Path, i: usize, simulate: &str) -> Agent {
+    let home = dir.join(format!("agent-{i}"));
+    for d in ["run", "config", "data", "state"] {
+        std::fs::create_dir_all(home.join(d)).unwrap();
+    }
+    let config = home.join("config/config.toml");
+    std::fs::write(
+        &config,
+        "store = \"memory\"\nidentity = \"ci\"\n[identities.ci]\nkind = \"service-principal\"\n",
+    )
+    .unwrap();
+    let log = std::fs::File::create(home.join("daemon.log")).unwrap();
+    let mut c = w.command(env!("CARGO_BIN_EXE_git-credential-azdo-daemon"));
+    c.env("HOME", &home)
+        .env("XDG_RUNTIME_DIR", home.join("run"))
+        .env("XDG_DATA_HOME", home.join("data"))
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("GIT_CREDENTIAL_AZDO_CONFIG", &config)
+        .env("GIT_CREDENTIAL_AZDO_LOG", "info")
+        .env("GIT_CREDENTIAL_AZDO_SIMULATE", simulate)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    let mut daemon = c.spawn().expect("daemon");
+    let mut line = String::new();
+    BufReader::new(daemon.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("ready"), "agent {i}: {line}");
+    Agent { home, daemon }
+}
+
+/// The request a clone's `get` makes, with the agent's service-principal variables.
+fn get_line() -> Vec<u8> {
+    let env: BTreeMap<String, Secret> = [
+        ("AZURE_TENANT_ID", MockEntra::HOME_TENANT),
+        ("AZURE_CLIENT_ID", APP),
+        ("AZURE_CLIENT_SECRET", SECRET),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Secret::new(v)))
+    .collect();
+    let req = RequestEnvelope {
+        protocol: ipc::PROTOCOL,
+        version: ipc::PACKAGE_VERSION.into(),
+        request: Request::Get {
+            org: "contoso".into(),
+            env,
+        },
+    };
+    let mut line = Vec::new();
+    ipc::write_message(&mut line, &req).unwrap();
+    line
+}
+
+fn clone_get(socket: &Path, line: &[u8]) -> bool {
+    let Ok(mut s) = UnixStream::connect(socket) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    if s.write_all(line).is_err() {
+        return false;
+    }
+    matches!(
+        ipc::read_message::<Response>(BufReader::new(&s)),
+        Ok(Response::Token { .. })
+    )
+}
+
+/// A small deterministic generator (xorshift), so that runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// An exponential wait with this mean (Poisson arrivals).
+    fn exp(&mut self, mean: f64) -> f64 {
+        -mean * (1.0 - self.next()).ln()
+    }
+}
+
+struct Outcome {
+    agents: usize,
+    scale: f64,
+    wall: Duration,
+    clones: usize,
+    failed_clones: usize,
+    /// Clones that waited on a refresh, each agent's first (no token yet) included.
+    waited: usize,
+    /// Each token request: simulated seconds from the start, and the token's lifetime as the
+    /// daemon sees it (Entra's `exp` is whole seconds: the nominal lifetime less the fraction
+    /// of a second at which it was issued), in simulated seconds.
+    requests: Vec<(f64, f64)>,
+    /// Simulated seconds from the start of each clone.
+    clone_times: Vec<f64>,
+}
+
+fn run_fleet(
+    agents: usize,
+    scale: u64,
+    hours: f64,
+    clones_per_hour: f64,
+    lifetimes_min: (u64, u64),
+    jitter: bool,
+) -> Outcome {
+    let w = World::new();
+    w.entra.add_app(APP, Some(SECRET));
+    let s = |min: u64| Duration::from_secs(min * 60 / scale);
+    w.entra
+        .set_token_lifetime_range(s(lifetimes_min.0), s(lifetimes_min.1));
+    let simulate = format!("scale={scale}{}", if jitter { "" } else { ",jitter=off" });
+    let dir = w.path("fleet");
+    // Started together, as a scale set or a node pool coming up.
+    let fleet: Vec<Agent> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..agents)
+            .map(|i| {
+                let (w, dir, simulate) = (&w, &dir, &simulate);
+                sc.spawn(move || start_agent(w, dir, i, simulate))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let line = get_line();
+    let day = Duration::from_secs_f64(hours * 3600.0 / scale as f64);
+    // Mean real seconds between one agent's clones.
+    let mean_gap = 3600.0 / clones_per_hour / scale as f64;
+    let start = Instant::now();
+    let started = SystemTime::now();
+    let results: Vec<(Vec<f64>, usize)> = std::thread::scope(|sc| {
+        let hs: Vec<_> = fleet
+            .iter()
+            .enumerate()
+            .map(|(i, agent)| {
+                let line = &line;
+                sc.spawn(move || {
+                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1) * 0x1000_0001);
+                    let (mut times, mut failed) = (Vec::new(), 0);
+                    // Every agent's first job starts with the fleet.
+                    let mut at = 0.0;
+                    while at < day.as_secs_f64() {
+                        let due = start + Duration::from_secs_f64(at);
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let t = start.elapsed().as_secs_f64();
+                        if !clone_get(&agent.socket(), line) {
+                            failed += 1;
+                        }
+                        times.push(t * scale as f64);
+                        at += rng.exp(mean_gap);
+                    }
+                    (times, failed)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = start.elapsed();
+    let waited = fleet
+        .iter()
+        .map(|a| a.log().matches("get waits for a refresh").count())
+        .sum();
+    let stats = w.entra.stats();
+    let requests = stats
+        .token_requests
+        .iter()
+        .filter(|r| r.grant_type == "client_credentials" && r.at >= started)
+        .map(|r| {
+            let t = r.at.duration_since(started).unwrap().as_secs_f64() * scale as f64;
+            let fraction =
+                r.at.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos();
+            let seen = r.lifetime_s as f64 - f64::from(fraction) / 1e9;
+            (t, seen * scale as f64)
+        })
+        .collect();
+    let clone_times: Vec<f64> = results.iter().flat_map(|(t, _)| t.clone()).collect();
+    Outcome {
+        agents,
+        scale: scale as f64,
+        wall,
+        clones: clone_times.len(),
+        failed_clones: results.iter().map(|(_, f)| f).sum(),
+        waited,
+        requests,
+        clone_times,
+    }
+}
+
+/// The most events in any window of `window` simulated seconds, from `from` on.
+fn peak(times: &[f64], window: f64, from: f64) -> usize {
+    let mut t: Vec<f64> = times.iter().copied().filter(|x| *x >= from).collect();
+    t.sort_by(f64::total_cmp);
+    let (mut best, mut lo) = (0, 0);
+    for hi in 0..t.len() {
+        while t[hi] - t[lo] >= window {
+            lo += 1;
+        }
+        best = best.max(hi - lo + 1);
+    }
+    best
+}
+
+fn report(title: &str, o: &Outcome) {
+    let sim_hours = o.wall.as_secs_f64() * o.scale / 3600.0;
+    let n = o.requests.len();
+    let mean_life = o.requests.iter().map(|r| r.1).sum::<f64>() / n.max(1) as f64;
+    let lifetimes = o.agents as f64 * sim_hours * 3600.0 / mean_life;
+    // Each agent's first token comes with its first clone, all at the start.
+    let refreshes = n.saturating_sub(o.agents);
+    let times: Vec<f64> = o.requests.iter().map(|r| r.0).collect();
+    // After the fleet's start (every agent's first token at once, by design of the test).
+    let settled = 600.0;
+    println!("\n== {title} ==");
+    println!(
+        "{} agents, {:.1} simulated hours in {:.0} s (1/{}), mean token lifetime {:.1} min",
+        o.agents,
+        sim_hours,
+        o.wall.as_secs_f64(),
+        o.scale,
+        mean_life / 60.0
+    );
+    println!("{:<52}{:>14}{:>18}", "", "daemon", "token per clone");
+    let row = |what: &str, a: String, b: String| println!("{what:<52}{a:>14}{b:>18}");
+    row(
+        "clones (one get each)",
+        o.clones.to_string(),
+        o.clones.to_string(),
+    );
+    row(
+        "clones without a token",
+        o.failed_clones.to_string(),
+        "-".into(),
+    );
+    row(
+        "first clone of an agent (no token yet)",
+        o.agents.min(o.waited).to_string(),
+        o.agents.to_string(),
+    );
+    row(
+        "later clones that waited on a refresh (target 0)",
+        o.waited.saturating_sub(o.agents).to_string(),
+        (o.clones - o.agents).to_string(),
+    );
+    row("Entra token requests", n.to_string(), o.clones.to_string());
+    row(
+        "  after each agent's first (refreshes)",
+        refreshes.to_string(),
+        (o.clones - o.agents).to_string(),
+    );
+    row(
+        "Entra requests per agent per token lifetime",
+        format!("{:.3}", n as f64 / lifetimes),
+        format!("{:.2}", o.clones as f64 / lifetimes),
+    );
+    row(
+        "  refreshes only (target 1.1)",
+        format!("{:.3}", refreshes as f64 / lifetimes),
+        format!("{:.2}", (o.clones - o.agents) as f64 / lifetimes),
+    );
+    row(
+        "Entra requests per agent per hour",
+        format!("{:.2}", n as f64 / o.agents as f64 / sim_hours),
+        format!("{:.2}", o.clones as f64 / o.agents as f64 / sim_hours),
+    );
+    row(
+        "peak in any simulated minute, start-up wave",
+        peak(&times, 60.0, 0.0).to_string(),
+        peak(&o.clone_times, 60.0, 0.0).to_string(),
+    );
+    row(
+        "peak in any simulated minute, after 10 minutes",
+        peak(&times, 60.0, settled).to_string(),
+        peak(&o.clone_times, 60.0, settled).to_string(),
+    );
+    row(
+        "peak in any simulated 10 s, after 10 minutes",
+        peak(&times, 10.0, settled).to_string(),
+        peak(&o.clone_times, 10.0, settled).to_string(),
+    );
+}
+
+#[test]
+#[ignore = "a benchmark: minutes of wall time; run with --ignored --nocapture"]
+fn fleet_day() {
+    git_credential_azdo::daemon::raise_fd_limit();
+    let agents = setting("FLEET_AGENTS", 200) as usize;
+    let scale = setting("FLEET_SCALE", 240);
+    let hours = setting("FLEET_HOURS", 24) as f64;
+    let per_hour = setting("FLEET_CLONES_PER_HOUR", 6) as f64;
+    let compare = setting("FLEET_COMPARE_HOURS", 3) as f64;
+
+    let day = run_fleet(agents, scale, hours, per_hour, (60, 90), true);
+    report("a day: tokens of 60-90 minutes, jitter on", &day);
+    assert_eq!(day.failed_clones, 0, "every clone got a token");
+
+    // Every token 75 minutes: the first refresh wave of agents started together.
+    let on = run_fleet(agents, scale, compare, per_hour, (75, 75), true);
+    report("tokens of exactly 75 minutes, jitter on", &on);
+    let off = run_fleet(agents, scale, compare, per_hour, (75, 75), false);
+    report("tokens of exactly 75 minutes, jitter off", &off);
+    let wave = |o: &Outcome| {
+        let t: Vec<f64> = o.requests.iter().map(|r| r.0).collect();
+        (peak(&t, 10.0, 600.0), peak(&t, 60.0, 600.0))
+    };
+    let (on10, on60) = wave(&on);
+    let (off10, off60) = wave(&off);
+    println!("\n== the refresh wave, tokens of 75 minutes ==");
+    println!("{:<40}{:>12}{:>12}", "", "jitter on", "jitter off");
+    println!("{:<40}{on10:>12}{off10:>12}", "peak in any simulated 10 s");
+    println!(
+        "{:<40}{on60:>12}{off60:>12}",
+        "peak in any simulated minute"
+    );
+}
