@@ -203,7 +203,7 @@ fn run_fleet(
             .map(|(i, agent)| {
                 let line = &line;
                 sc.spawn(move || {
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1) * 0x1000_0001);
+                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) * 0x1000_0001));
                     let (mut times, mut failed) = (Vec::new(), 0);
                     // Every agent's first job starts with the fleet.
                     let mut at = 0.0;
