@@ -318,7 +318,7 @@ impl Broker {
         self.slots.lock().unwrap().get(&id).cloned()
     }
 
-    /// Keeps one account's token fresh: refresh three quarters into its life, retry failures
+    /// Keeps one account's token fresh: refresh on its schedule (`schedule.rs`), retry failures
     /// with back-off while the old token is still valid.
     async fn refresher(self: Arc<Self>, slot: Arc<Slot>) {
         let mut shutdown = self.shutdown.clone();
