@@ -217,20 +217,7 @@ fn the_pod_runs_here_and_the_agent_clones_through_the_sidecar() {
     // The kubelet rotates the projected token file, and the daemon reads it at every exchange:
     // with a token of a subject Entra does not know, the next exchange (once the held token
     // has expired) is refused, and git says so ...
-    let work = root.join("work");
-    let fetch = || {
-        let mut c = w.command("git");
-        c.args(["fetch"]).current_dir(&work);
-        for (k, v) in env_of(agent) {
-            c.env(k, map(&v));
-        }
-        for (k, v) in &webhook {
-            c.env(k, v);
-        }
-        c.env_remove("GIT_CONFIG_NOSYSTEM")
-            .env("HOME", map("/tmp/azdo-home"));
-        c.output().unwrap()
-    };
+    let fetch = || git(&["-C", "work", "fetch"]);
     std::fs::write(&token_file, federated_jwt("system:serviceaccount:other:sa")).unwrap();
     std::thread::sleep(Duration::from_secs(7));
     let refused = fetch();
