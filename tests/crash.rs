@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::harness::{World, ok, text, wait_until};
+use common::harness::{World, last_refresh_outcome, ok, text, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -244,16 +244,6 @@ impl Drop for SmallDisk {
     }
 }
 
-/// The last refresh outcome for `contoso`, from `status --json`.
-fn last_outcome(w: &World) -> String {
-    let out = w.client(&["status", "--json"], "");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    json["orgs"][0]["last_refresh_outcome"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn a_full_disk_is_reported_and_the_stored_refresh_token_stays_usable() {
     let w = World::new();
@@ -269,12 +259,14 @@ fn a_full_disk_is_reported_and_the_stored_refresh_token_stays_usable() {
     disk.fill();
     // The next rotation (three quarters into the token's 8 s) cannot be written.
     assert!(
-        wait_until(Duration::from_secs(30), || last_outcome(&w)
-            .contains("could not be saved")),
+        wait_until(Duration::from_secs(30), || last_refresh_outcome(
+            &w, "contoso"
+        )
+        .contains("could not be saved")),
         "{}",
-        last_outcome(&w)
+        last_refresh_outcome(&w, "contoso")
     );
-    let outcome = last_outcome(&w);
+    let outcome = last_refresh_outcome(&w, "contoso");
     assert!(outcome.contains("No space left on device"), "{outcome}");
     assert!(
         w.log().contains("could not save the rotated refresh token"),
@@ -299,7 +291,7 @@ fn a_full_disk_is_reported_and_the_stored_refresh_token_stays_usable() {
     assert!(
         wait_until(Duration::from_secs(30), || stored_token(&w) != before),
         "{}",
-        last_outcome(&w)
+        last_refresh_outcome(&w, "contoso")
     );
     drop(disk);
 }

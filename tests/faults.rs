@@ -14,14 +14,14 @@
 mod common;
 
 use common::entra::Fault;
-use common::harness::{World, field, ok, text, wait_until};
+use common::harness::{World, field, last_refresh_outcome, ok, text, wait_until};
 use common::imds::MockImds;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Access-token lifetime in these tests: the daemon refreshes three quarters in (22.5 s),
-/// serves the token from its cache until the last fifth (24 s) and, while the refresh fails,
-/// until a tenth of its life is left (27 s).
+/// Access-token lifetime in these tests: the daemon refreshes at 22.4–23.3 s (before the last
+/// fifth, by 2.5–5.5 % of the life), serves the token from its cache until the last fifth
+/// (24 s) and, while the refresh fails, until a tenth of its life is left (27 s).
 const LIFETIME: Duration = Duration::from_secs(30);
 /// The daemon's `http_timeout` in these tests.
 const HTTP_TIMEOUT_S: u64 = 2;
@@ -72,19 +72,8 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// The daemon's last refresh outcome for `contoso`, from `status --json`.
-fn last_outcome(w: &World) -> String {
-    let out = w.client(&["status", "--json"], "");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let orgs = json["orgs"].as_array().cloned().unwrap_or_default();
-    orgs.iter()
-        .find(|o| o["org"] == "contoso")
-        .and_then(|o| o["last_refresh_outcome"].as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-/// Step 1: the held token is served now, again once the daemon's own refresh (three
-/// quarters into its life) has failed, and again when its cache would no longer hand it out
+/// Step 1: the held token is served now, again once the daemon's own refresh (shortly before
+/// the last fifth of its life) has failed, and again when its cache would no longer hand it out
 /// (4.5 s before it expires, inside the last fifth of its life) and git's `get` has to wait
 /// for a refresh that fails.
 fn served_while_valid(r: &Run, failed: impl Fn(&World) -> bool) {
@@ -93,7 +82,7 @@ fn served_while_valid(r: &Run, failed: impl Fn(&World) -> bool) {
     assert!(
         wait_until(LIFETIME, || failed(&r.w)),
         "the background refresh never failed: {}",
-        last_outcome(&r.w)
+        last_refresh_outcome(&r.w, "contoso")
     );
     let t = Instant::now();
     let out = r.w.get("contoso", true);
@@ -162,7 +151,7 @@ fn recovers(r: &Run, refreshed: impl Fn() -> usize) {
     assert!(
         wait_until(RECOVERY, || refreshed() > before),
         "the daemon did not recover by itself: {}",
-        last_outcome(&r.w)
+        last_refresh_outcome(&r.w, "contoso")
     );
     ok(
         &r.w,
@@ -174,7 +163,7 @@ fn recovers(r: &Run, refreshed: impl Fn() -> usize) {
 }
 
 fn refresh_failed(w: &World) -> bool {
-    last_outcome(w).starts_with("failed")
+    last_refresh_outcome(w, "contoso").starts_with("failed")
 }
 
 /// One Entra outage from start to end. Returns the line git showed.
@@ -284,7 +273,9 @@ fn refresh_token_refused(code: u32) {
     with_timeout(&w);
     let r = signed_in(w);
     r.w.entra.refuse_refresh_tokens(Some(code));
-    served_while_valid(&r, |w| last_outcome(w).contains(&format!("AADSTS{code}")));
+    served_while_valid(&r, |w| {
+        last_refresh_outcome(w, "contoso").contains(&format!("AADSTS{code}"))
+    });
     let line = fails_fast(&r);
     assert!(line.contains(&format!("AADSTS{code}")), "{line}");
     assert!(line.contains("invalid_grant"), "{line}");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::harness::{World, field, ok, text};
+use common::harness::{World, field, last_refresh_outcome, ok, text};
 use std::io::BufRead;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
@@ -190,16 +190,6 @@ fn a_keyring_that_does_not_answer_never_blocks_the_daemon() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
 }
 
-/// The last refresh outcome for `contoso`, from `status --json`.
-fn last_outcome(w: &World) -> String {
-    let out = w.client(&["status", "--json"], "");
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    json["orgs"][0]["last_refresh_outcome"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn a_keyring_that_fails_during_a_rotation_is_reported_and_the_sign_in_kept() {
     use std::time::Duration;
@@ -217,9 +207,9 @@ fn a_keyring_that_fails_during_a_rotation_is_reported_and_the_sign_in_kept() {
     let pid = keyring_pid(&w);
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let reported = common::harness::wait_until(Duration::from_secs(40), || {
-        last_outcome(&w).contains("could not be saved")
+        last_refresh_outcome(&w, "contoso").contains("could not be saved")
     });
-    let outcome = last_outcome(&w);
+    let outcome = last_refresh_outcome(&w, "contoso");
     unsafe { libc::kill(pid, libc::SIGCONT) };
     assert!(reported, "{outcome}");
     assert!(outcome.contains("did not answer"), "{outcome}");

@@ -461,6 +461,17 @@ pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The daemon's last refresh outcome for `org`, from `status --json` ("" when none).
+pub fn last_refresh_outcome(w: &World, org: &str) -> String {
+    let out = w.client(&["status", "--json"], "");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let orgs = json["orgs"].as_array().cloned().unwrap_or_default();
+    orgs.iter()
+        .find(|o| o["org"] == org)
+        .and_then(|o| o["last_refresh_outcome"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
