@@ -41,6 +41,16 @@ pub struct AdoRequest {
     pub accepted: bool,
     /// Accepted with a legacy (app.vssps.visualstudio.com) access token.
     pub legacy: bool,
+    /// The `Content-Length` it declared (none for a chunked body).
+    pub content_length: Option<u64>,
+}
+
+impl AdoRequest {
+    /// git's 4-byte probe POST (`0000`), sent before a request body larger than
+    /// `http.postBuffer` to find out whether the server wants credentials.
+    pub fn is_probe(&self) -> bool {
+        self.method == "POST" && self.path.ends_with("-pack") && self.content_length == Some(4)
+    }
 }
 
 /// Scopes of a legacy token that allow reading git repositories.
@@ -155,6 +165,36 @@ impl MockAdo {
         format!("{}/{org}/{project}/_git/{repo}", self.url())
     }
 
+    /// A repository with `branches` branches, each on a commit of its own, so a clone wants
+    /// `branches` distinct objects (50 bytes of negotiation each): enough of them make the
+    /// request body larger than `http.postBuffer`. Returns its clone URL.
+    pub fn create_repo_with_branches(
+        &self,
+        org: &str,
+        project: &str,
+        repo: &str,
+        branches: usize,
+    ) -> String {
+        let url = self.create_repo(org, project, repo);
+        let dir = self.root.join(org).join(project).join("_git").join(repo);
+        let mut stream = String::new();
+        for i in 0..branches {
+            let msg = format!("branch {i}\n");
+            stream.push_str(&format!(
+                "commit refs/heads/b{i:05}\ncommitter T <t@example.com> 1700000000 +0000\ndata {}\n{msg}\n",
+                msg.len()
+            ));
+        }
+        stream.push_str(&format!(
+            "commit refs/heads/main\ncommitter T <t@example.com> 1700000000 +0000\ndata 5\nmain\n\n"
+        ));
+        let mut cmd = git_command(&self.root);
+        cmd.arg("-C").arg(&dir).args(["fast-import", "--quiet"]);
+        let out = super::harness::run_with_input(&mut cmd, stream.as_bytes());
+        assert!(out.status.success(), "fast-import: {out:?}");
+        url
+    }
+
     /// Tenant that owns `org` (default [`MockEntra::HOME_TENANT`]).
     pub fn set_org_tenant(&self, org: &str, tenant: &str) {
         let mut st = self.state.lock().unwrap();
@@ -267,6 +307,10 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Option<Resp> {
         scheme,
         accepted: caller.is_some(),
         legacy: caller.as_ref().is_some_and(|(_, legacy)| *legacy),
+        content_length: req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok()),
     });
     let Some((user, _)) = caller else {
         return Some(unauthorized(&ctx.base, org, &tenant));

@@ -5,12 +5,14 @@
 //! OAuth service, app.vssps.visualstudio.com (`vssps`). Each server runs on its own
 //! background tokio runtime, binds 127.0.0.1 only, and stops when its handle
 //! is dropped. `load` is the benchmarks' load generator for the daemon's socket.
+//! `gits` finds the three gits the tests run (2.39, 2.47, 2.55).
 //! `secrets` is the ledger every mock records the secrets it issues or sees into, and the
 //! scan `harness::World` runs for them over everything the product wrote.
 #![allow(dead_code, unused_imports)]
 
 pub mod ado;
 pub mod entra;
+pub mod gits;
 pub mod harness;
 pub mod imds;
 pub mod load;
