@@ -79,6 +79,10 @@ pub struct Config {
     pub hosts: Vec<String>,
     #[serde(default)]
     pub store: StoreSetting,
+    /// How git gets the token: Bearer to a git known to send it on every request (2.54+), else
+    /// Basic (`auto`); or always `basic`, or `bearer` to every git that announces `authtype`.
+    #[serde(default)]
+    pub auth: crate::answer::AuthSetting,
     /// Public client used for people's sign-in.
     pub client_id: Option<String>,
     /// Entra authority host; `AZURE_AUTHORITY_HOST` wins over it.
@@ -226,6 +230,7 @@ mod tests {
             r#"
 hosts = ["ado.corp.example:8443"]
 store = "file"
+auth = "basic"
 client_id = "abc"
 authority_host = "https://login.microsoftonline.us/"
 proxy = "http://proxy.corp.example:8080"
@@ -237,6 +242,7 @@ tenant = "t1"
         .unwrap();
         assert_eq!(c.hosts, vec!["ado.corp.example:8443"]);
         assert_eq!(c.store, StoreSetting::File);
+        assert_eq!(c.auth, crate::answer::AuthSetting::Basic);
         assert_eq!(c.client_id(), "abc");
         assert_eq!(c.tenant_override("contoso"), Some("t1"));
         assert_eq!(c.proxy.as_deref(), Some("http://proxy.corp.example:8080"));
@@ -248,6 +254,7 @@ tenant = "t1"
         let d = Config::default();
         assert_eq!(d.http_timeout(), std::time::Duration::from_secs(30));
         assert_eq!(d.store, StoreSetting::Auto);
+        assert_eq!(d.auth, crate::answer::AuthSetting::Auto);
         assert_eq!(d.client_id(), DEFAULT_CLIENT_ID);
     }
 

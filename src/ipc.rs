@@ -3,6 +3,7 @@
 //!
 //! Only std and serde here: the client links this, and must stay free of tokio.
 
+use crate::answer::{GitInstall, Scheme};
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
@@ -50,10 +51,19 @@ pub enum Request {
         /// so a daemon started elsewhere uses this job's identity.
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         env: std::collections::BTreeMap<String, Secret>,
+        /// git announced `capability[]=authtype` (it can take a Bearer answer).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        authtype: bool,
+        /// The git asking (from `GIT_EXEC_PATH`), whose version decides Bearer or Basic.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        git: Option<GitInstall>,
     },
     /// git says Azure DevOps refused `token`.
     Erase {
         org: String,
+        /// The host git talked to, where the daemon checks whether the token was the reason.
+        #[serde(default)]
+        host: String,
         token: Option<Secret>,
         #[serde(default)]
         wwwauth: Vec<String>,
@@ -96,6 +106,9 @@ pub enum Request {
     Doctor {
         #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
         env: std::collections::BTreeMap<String, Secret>,
+        /// The git first on the user's `PATH`, to say which answer it gets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        git: Option<GitInstall>,
     },
     Ping,
     Shutdown,
@@ -141,6 +154,9 @@ pub enum Response {
         token: Secret,
         /// Unix seconds.
         expires_at: u64,
+        /// How to hand it to this git.
+        #[serde(default)]
+        scheme: Scheme,
     },
     DeviceCode {
         flow: String,
@@ -340,6 +356,8 @@ mod tests {
             request: Request::Get {
                 org: "o".into(),
                 env: [("SYSTEM_ACCESSTOKEN".to_string(), Secret::new("job-token"))].into(),
+                authtype: true,
+                git: None,
             },
         };
         let mut buf = Vec::new();

@@ -5,6 +5,7 @@
 //! description. Error messages name the line number and the key, never a value, because values
 //! may be passwords.
 
+use crate::answer::Scheme;
 use crate::secret::Secret;
 use std::io::{self, BufRead, Write};
 
@@ -201,10 +202,11 @@ impl Credential {
         Ok(())
     }
 
-    /// The answer to `get` for an Entra access token: Bearer when git announced
-    /// `capability[]=authtype` (git 2.46+), else the token as a Basic password.
-    pub fn answer(&self, token: &Secret, expires_at: u64) -> Credential {
-        if self.has_capability("authtype") {
+    /// The answer to `get` for an Entra access token: Bearer when the daemon chose it
+    /// ([`crate::answer::choose`]) and git announced `capability[]=authtype`, else the token as
+    /// a Basic password.
+    pub fn answer(&self, token: &Secret, expires_at: u64, scheme: Scheme) -> Credential {
+        if scheme == Scheme::Bearer && self.has_capability("authtype") {
             Credential {
                 capability: vec!["authtype".into()],
                 authtype: Some("Bearer".into()),
@@ -342,26 +344,29 @@ continue=0\nquit=false\nfuture_key=whatever\n\nprotocol=ignored-after-blank\n",
     }
 
     #[test]
-    fn answers_bearer_only_with_the_capability() {
+    fn answers_bearer_only_when_chosen_and_announced() {
         let tok = Secret::new("T");
         let bearer = parse(b"capability[]=authtype\nprotocol=https\n")
             .unwrap()
-            .answer(&tok, 9);
+            .answer(&tok, 9, Scheme::Bearer);
         let mut out = Vec::new();
         bearer.write_to(&mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "capability[]=authtype\nauthtype=Bearer\ncredential=T\nephemeral=1\npassword_expiry_utc=9\n"
         );
-        let basic = parse(b"protocol=https\nusername=contoso\n")
-            .unwrap()
-            .answer(&tok, 9);
-        let mut out = Vec::new();
-        basic.write_to(&mut out).unwrap();
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "username=contoso\npassword=T\npassword_expiry_utc=9\n"
-        );
+        let basic = "username=contoso\npassword=T\npassword_expiry_utc=9\n";
+        for (input, scheme) in [
+            // Bearer chosen, but this git cannot take it.
+            (&b"protocol=https\nusername=contoso\n"[..], Scheme::Bearer),
+            // It could, but Basic was chosen (a git that drops Bearer on the probe).
+            (b"capability[]=authtype\nprotocol=https\nusername=contoso\n", Scheme::Basic),
+        ] {
+            let mut out = Vec::new();
+            let answer = parse(input).unwrap().answer(&tok, 9, scheme);
+            answer.write_to(&mut out).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), basic);
+        }
     }
 
     #[test]

@@ -398,6 +398,14 @@ fn write_ipc_seeds() {
         Request::Get {
             org: "contoso".into(),
             env: Default::default(),
+            authtype: true,
+            git: Some(git_credential_azdo::answer::GitInstall {
+                exec_path: "/usr/lib/git-core".into(),
+                dev: 2049,
+                ino: 1_311_204,
+                size: 3_713_416,
+                mtime_ns: 1_759_795_200_000_000_000,
+            }),
         },
     );
     request(
@@ -418,12 +426,15 @@ fn write_ipc_seeds() {
             .into_iter()
             .map(|(k, v)| (k.to_string(), Secret::new(v)))
             .collect(),
+            authtype: false,
+            git: None,
         },
     );
     request(
         "req_erase",
         Request::Erase {
             org: "contoso".into(),
+            host: "dev.azure.com".into(),
             token: Some(Secret::new("eyJ0eXAiOiJKV1QiLCJub25jZSI6IngifQ.e30.c2ln")),
             wwwauth: wwwauth(),
         },
@@ -461,6 +472,7 @@ fn write_ipc_seeds() {
         Response::Token {
             token: Secret::new("eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiI0OTlifQ.sig"),
             expires_at: 1_767_225_600,
+            scheme: git_credential_azdo::answer::Scheme::Bearer,
         },
     );
     response(

@@ -560,6 +560,8 @@ fn raw_get_line(org: &str) -> Vec<u8> {
         request: git_credential_azdo::ipc::Request::Get {
             org: org.into(),
             env: Default::default(),
+            authtype: false,
+            git: None,
         },
     };
     let mut line = Vec::new();

@@ -115,6 +115,8 @@ fn get_line(app: &str) -> Vec<u8> {
         request: Request::Get {
             org: "contoso".into(),
             env,
+            authtype: false,
+            git: None,
         },
     };
     let mut line = Vec::new();

@@ -5,6 +5,7 @@
 //! how the input is buffered; errors name only known keys, never a value; nothing panics.
 #![no_main]
 
+use git_credential_azdo::answer::Scheme;
 use git_credential_azdo::protocol::{Credential, ProtocolError};
 use git_credential_azdo::secret::Secret;
 use libfuzzer_sys::fuzz_target;
@@ -73,9 +74,11 @@ fuzz_target!(|data: &[u8]| {
     );
     assert_eq!(encode(&back), wire, "encoding is not stable");
 
-    // The answer git gets for this request must be encodable too.
-    let answer = cred.answer(&Secret::new("token"), 1_700_000_000);
-    let answer_wire = encode(&answer);
-    let answer_back = Credential::read_from(&answer_wire[..]).expect("the answer re-reads");
-    assert_eq!(answer_back, answer);
+    // The answer git gets for this request must be encodable too, either way it is given.
+    for scheme in [Scheme::Basic, Scheme::Bearer] {
+        let answer = cred.answer(&Secret::new("token"), 1_700_000_000, scheme);
+        let answer_wire = encode(&answer);
+        let answer_back = Credential::read_from(&answer_wire[..]).expect("the answer re-reads");
+        assert_eq!(answer_back, answer);
+    }
 });

@@ -7,6 +7,7 @@ mod ui;
 
 pub use connect::{ConnectError, call, call_if_running};
 
+use crate::answer::GitInstall;
 use crate::config::Config;
 use crate::ipc::{ErrorKind, Request, Response};
 use crate::policy::{self, Decision, Target};
@@ -66,6 +67,7 @@ pub fn credential_op(
             let token = cred.credential.clone().or_else(|| cred.password.clone());
             let req = Request::Erase {
                 org: target.org,
+                host: target.host,
                 token,
                 wwwauth: cred.wwwauth,
             };
@@ -95,9 +97,13 @@ fn identity_env() -> std::collections::BTreeMap<String, crate::secret::Secret> {
 }
 
 fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+    let authtype = cred.has_capability("authtype");
     let req = Request::Get {
         org: target.org.clone(),
         env: identity_env(),
+        authtype,
+        // Which git asks matters only to one that can take Bearer.
+        git: authtype.then(GitInstall::of_caller).flatten(),
     };
     let mut resp = call(&req, GET_DEADLINE);
     if let Ok(Response::Error {
@@ -123,8 +129,12 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
         resp = call(&req, GET_DEADLINE);
     }
     match resp {
-        Ok(Response::Token { token, expires_at }) => {
-            match cred.answer(&token, expires_at).write_to(&mut *out) {
+        Ok(Response::Token {
+            token,
+            expires_at,
+            scheme,
+        }) => {
+            match cred.answer(&token, expires_at, scheme).write_to(&mut *out) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     let _ = writeln!(err, "{NAME}: {e}");

@@ -751,23 +751,16 @@ pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
     checks.push(match git {
         Ok(o) if o.status.success() => {
             let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            let n: Vec<u32> = v
-                .split_whitespace()
-                .nth(2)
-                .unwrap_or("")
-                .split('.')
-                .take(2)
-                .filter_map(|p| p.parse().ok())
-                .collect();
-            let note = if n.as_slice() >= [2, 46].as_slice() {
-                "sends the token as Bearer"
-            } else {
-                "older than 2.46: the token goes as a Basic password (works)"
-            };
-            Check::pass("git", format!("{v}; {note}"))
+            // Which answer it gets is the daemon's to say ("answer to git").
+            Check::pass("git", v)
         }
         _ => Check::fail("git", "git is not on PATH", "install git"),
     });
+    let exec_path = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
     let helpers = Command::new("git")
         .args([
             "config",
@@ -809,6 +802,7 @@ pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
             match call(
                 &Request::Doctor {
                     env: super::identity_env(),
+                    git: crate::answer::GitInstall::at(&exec_path),
                 },
                 Duration::from_secs(120),
             ) {

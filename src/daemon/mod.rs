@@ -6,6 +6,7 @@ mod claims;
 mod crashpoint;
 mod discovery;
 mod entra;
+mod gits;
 mod identity;
 mod legacy;
 mod loopback;
@@ -219,6 +220,7 @@ pub async fn run(
         rx
     };
     let http = http_client(&config)?;
+    let gits = std::sync::Arc::new(gits::Gits::new(config.auth));
     let broker = broker::Broker::new(
         config,
         http,
@@ -235,7 +237,7 @@ pub async fn run(
     );
     let _ = ready.flush();
     drop(ready);
-    server::serve(listener, broker, combined, stop_tx).await;
+    server::serve(listener, broker, gits, combined, stop_tx).await;
     // Remove the socket before the lock goes, so the next daemon never sees ours.
     let _ = fs::remove_file(&socket);
     drop(pid_file);

@@ -2,6 +2,7 @@
 //! request under a deadline, hands it to the broker and writes one response.
 
 use super::broker::{Broker, LoginRequest};
+use super::gits::Gits;
 use crate::ipc::{self, ErrorKind, Request, RequestEnvelope, Response};
 use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::StreamCommon as _;
@@ -19,6 +20,7 @@ pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 pub async fn serve(
     listener: Listener,
     broker: Arc<Broker>,
+    gits: Arc<Gits>,
     mut shutdown: watch::Receiver<bool>,
     stop: watch::Sender<bool>,
 ) {
@@ -45,9 +47,9 @@ pub async fn serve(
                 continue; // dropping the stream closes it
             }
         }
-        let (broker, stop) = (broker.clone(), stop.clone());
+        let (broker, gits, stop) = (broker.clone(), gits.clone(), stop.clone());
         tasks.spawn(async move {
-            if let Err(e) = handle(stream, broker, stop).await {
+            if let Err(e) = handle(stream, broker, gits, stop).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
@@ -72,6 +74,7 @@ struct Header {
 async fn handle(
     stream: Stream,
     broker: Arc<Broker>,
+    gits: Arc<Gits>,
     stop: watch::Sender<bool>,
 ) -> Result<(), ipc::IpcError> {
     // Requests are a few hundred bytes: a small buffer keeps a thousand waiting clients cheap.
@@ -93,7 +96,7 @@ async fn handle(
         // Same package: serve.
         Ok(h) if h.protocol == ipc::PROTOCOL && h.version == ipc::PACKAGE_VERSION => {
             match ipc::decode::<RequestEnvelope>(&line) {
-                Ok(env) => dispatch(env.request, &broker).await,
+                Ok(env) => dispatch(env.request, &broker, &gits).await,
                 Err(e) => (bad_request(e), false),
             }
         }
@@ -128,15 +131,30 @@ fn bad_request(e: ipc::IpcError) -> Response {
     }
 }
 
-async fn dispatch(req: Request, broker: &Arc<Broker>) -> (Response, bool) {
+async fn dispatch(req: Request, broker: &Arc<Broker>, gits: &Gits) -> (Response, bool) {
     let r = match req {
-        Request::Get { org, env } => broker.get(&org, &env).await,
+        Request::Get {
+            org,
+            env,
+            authtype,
+            git,
+        } => match broker.get(&org, &env).await {
+            Response::Token {
+                token, expires_at, ..
+            } => Response::Token {
+                token,
+                expires_at,
+                scheme: gits.scheme(authtype, git.as_ref()).await,
+            },
+            other => other,
+        },
         Request::Erase {
             org,
+            host,
             token,
             wwwauth,
         } => {
-            broker.erase(&org, token.as_ref(), &wwwauth).await;
+            broker.erase(&org, &host, token.as_ref(), &wwwauth).await;
             Response::Done
         }
         Request::LoginStart {
@@ -164,9 +182,11 @@ async fn dispatch(req: Request, broker: &Arc<Broker>) -> (Response, bool) {
         Request::LoginRedirect { flow, url } => broker.login_redirect(&flow, &url).await,
         Request::Logout { org } => broker.logout(org.as_deref()).await,
         Request::Status => broker.status().await,
-        Request::Doctor { env } => Response::Doctor {
-            checks: broker.doctor(&env).await,
-        },
+        Request::Doctor { env, git } => {
+            let mut checks = broker.doctor(&env).await;
+            checks.push(gits.doctor(git.as_ref()).await);
+            Response::Doctor { checks }
+        }
         Request::Ping => Response::Pong {
             version: ipc::PACKAGE_VERSION.into(),
             pid: std::process::id(),

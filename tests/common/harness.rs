@@ -357,7 +357,9 @@ impl World {
         out
     }
 
-    /// A `get` as git would send it for `url`'s org.
+    /// A `get` for `org` as git sends it: with `bearer`, as git 2.55 does (it announces
+    /// `capability[]=authtype` and exports its `GIT_EXEC_PATH`, so it is answered Bearer); else
+    /// as git 2.39 does (no capability: Basic).
     pub fn get(&self, org: &str, bearer: bool) -> Output {
         let cap = if bearer {
             "capability[]=authtype\n"
@@ -368,7 +370,11 @@ impl World {
             "{cap}protocol=https\nhost={}\npath={org}/p/_git/r\n\n",
             self.ado.host()
         );
-        self.client(&["get"], &input)
+        let mut c = self.command(CLIENT);
+        if bearer {
+            c.env("GIT_EXEC_PATH", super::gits::newest().exec_path);
+        }
+        run_with_input(c.arg("get"), input.as_bytes())
     }
 
     pub fn daemon_pid(&self) -> Option<i32> {

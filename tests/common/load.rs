@@ -58,6 +58,8 @@ pub fn get_line(org: &str) -> Vec<u8> {
         request: Request::Get {
             org: org.into(),
             env: Default::default(),
+            authtype: true,
+            git: None,
         },
     };
     let mut line = Vec::new();
@@ -276,6 +278,7 @@ pub fn token_line() -> Vec<u8> {
     let mut line = serde_json::to_vec(&Response::Token {
         token: "eyJ0eXAiOiJKV1QifQ.floor.floor".to_string().into(),
         expires_at: 4_102_444_800,
+        scheme: Default::default(),
     })
     .expect("a response serializes");
     line.push(b'\n');
