@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn versions_as_gits_print_them() {
         assert_eq!(v("git version 2.47.3\n").to_string(), "2.47.3");
-        assert_eq!(v("git version 2.39.5 (Apple Git-154)").to_string(), "2.39.5");
+        assert_eq!(
+            v("git version 2.39.5 (Apple Git-154)").to_string(),
+            "2.39.5"
+        );
         assert_eq!(v("git version 2.47.1.windows.1").to_string(), "2.47.1");
         assert!(v("git version 2.54.0.rc2").candidate);
         assert!(v("git version 2.54.0-rc0").candidate);

@@ -360,7 +360,10 @@ continue=0\nquit=false\nfuture_key=whatever\n\nprotocol=ignored-after-blank\n",
             // Bearer chosen, but this git cannot take it.
             (&b"protocol=https\nusername=contoso\n"[..], Scheme::Bearer),
             // It could, but Basic was chosen (a git that drops Bearer on the probe).
-            (b"capability[]=authtype\nprotocol=https\nusername=contoso\n", Scheme::Basic),
+            (
+                b"capability[]=authtype\nprotocol=https\nusername=contoso\n",
+                Scheme::Basic,
+            ),
         ] {
             let mut out = Vec::new();
             let answer = parse(input).unwrap().answer(&tok, 9, scheme);

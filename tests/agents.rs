@@ -32,14 +32,17 @@ fn clone_ok(w: &World) {
     assert_eq!(w.entra.stats().devicecode_requests, 0, "no sign-in");
 }
 
-/// Has git report the current token as refused, so the next `get` needs a new one.
+/// Has Azure DevOps refuse the current token and git report it, so the next `get` needs a
+/// new one. (The daemon drops a token git reports only when Azure DevOps refuses it.)
 fn erase_current(w: &World) {
     let input = format!(
         "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={}\n",
         w.ado.host(),
         field(&w.get("contoso", true), "credential").unwrap()
     );
+    w.ado.reject_all(true);
     ok(w, &w.client(&["erase"], &input), "erase");
+    w.ado.reject_all(false);
 }
 
 /// The one line git shows when the identity cannot work.

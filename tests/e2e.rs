@@ -5,6 +5,7 @@
 mod common;
 
 use common::Scheme;
+use common::gits;
 use common::harness::{World, field, ok, text};
 use std::time::Duration;
 
@@ -30,17 +31,23 @@ fn clone_commit_push(w: &World, git: &str, url: &str, name: &str) -> std::path::
 
 #[test]
 fn clone_fetch_push_with_bearer() {
+    // git 2.54+ sends a Bearer credential on every request, its probe POST included.
+    let git = gits::newest();
     let w = World::new();
     let url = w.ado.create_repo("contoso", "web", "site");
     w.login("contoso");
     assert_eq!(w.entra.stats().devicecode_requests, 1);
-    let a = clone_commit_push(&w, "git", &url, "a");
+    let a = clone_commit_push(&w, git.path(), &url, "a");
     // A second clone sees the push; a fetch in the first sees the second's push.
-    let b = clone_commit_push(&w, "git", &url, "b");
+    let b = clone_commit_push(&w, git.path(), &url, "b");
     assert!(b.join("a.txt").exists());
     ok(
         &w,
-        &w.git(&["pull", "--ff-only", "origin", "main"], Some(&a)),
+        &w.git_with(
+            git.path(),
+            &["pull", "--ff-only", "origin", "main"],
+            Some(&a),
+        ),
         "pull",
     );
     assert!(a.join("b.txt").exists());
@@ -48,7 +55,8 @@ fn clone_fetch_push_with_bearer() {
     assert!(!accepted.is_empty());
     assert!(
         accepted.iter().all(|s| *s == Scheme::Bearer),
-        "git 2.46+ should send Bearer: {accepted:?}"
+        "git {:?} should send Bearer: {accepted:?}",
+        git.version
     );
     // Signed in once; no further sign-in was needed.
     assert_eq!(w.entra.stats().devicecode_requests, 1);
@@ -57,25 +65,11 @@ fn clone_fetch_push_with_bearer() {
 #[test]
 fn clone_with_basic_on_git_without_authtype() {
     // Debian's git (2.39) predates capability[]=authtype: the token goes as a Basic password.
-    let old_git = "/usr/bin/git";
-    let version = std::process::Command::new(old_git)
-        .arg("--version")
-        .output()
-        .expect("/usr/bin/git (Debian's git) is installed by .ci/run");
-    let v = text(&version.stdout);
-    let minor: u32 = v
-        .split('.')
-        .nth(1)
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(99);
-    assert!(
-        v.starts_with("git version 2.") && minor < 46,
-        "needs a git without authtype: {v}"
-    );
+    let old_git = gits::debian();
     let w = World::new();
     let url = w.ado.create_repo("contoso", "web", "site");
     w.login("contoso");
-    clone_commit_push(&w, old_git, &url, "a");
+    clone_commit_push(&w, old_git.path(), &url, "a");
     let accepted = w.ado.auth_schemes_accepted();
     assert!(
         accepted.contains(&Scheme::Basic) && !accepted.contains(&Scheme::Bearer),
@@ -232,25 +226,29 @@ fn without_an_organization_the_error_says_to_run_setup() {
     assert!(w.daemon_pid().is_none());
 }
 
+/// `erase` as git sends it after a 401, with the token it was given.
+fn erase(w: &World, token: &str) {
+    let input = format!(
+        "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={token}\nwwwauth[]=Bearer authorization_uri=https://login.microsoftonline.com/x\n",
+        w.ado.host()
+    );
+    let out = w.client(&["erase"], &input);
+    ok(w, &out, "erase");
+    assert!(out.stdout.is_empty());
+}
+
 #[test]
 fn erase_drops_the_token_and_backs_off_when_fresh_ones_are_refused() {
     let w = World::new();
     w.login("contoso");
     let t1 = field(&w.get("contoso", true), "credential").unwrap();
-    let erase = |t: &str| {
-        let input = format!(
-            "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={t}\nwwwauth[]=Bearer authorization_uri=https://login.microsoftonline.com/x\n",
-            w.ado.host()
-        );
-        let out = w.client(&["erase"], &input);
-        ok(&w, &out, "erase");
-        assert!(out.stdout.is_empty());
-    };
-    erase(&t1);
+    // The account loses access: Azure DevOps refuses its tokens.
+    w.ado.reject_all(true);
+    erase(&w, &t1);
     let t2 = field(&w.get("contoso", true), "credential").expect("a new token after erase");
     assert_ne!(t1, t2);
     // The fresh token is refused too: no access, not expiry. Back off instead of hammering.
-    erase(&t2);
+    erase(&w, &t2);
     let out = w.get("contoso", true);
     assert!(out.stdout.is_empty());
     assert!(
@@ -262,7 +260,30 @@ fn erase_drops_the_token_and_backs_off_when_fresh_ones_are_refused() {
     let _ = w.get("contoso", true);
     assert_eq!(w.entra.stats().refresh_ok, refreshes);
     // Erasing a token we no longer hold changes nothing.
-    erase("not-the-current-token");
+    erase(&w, "not-the-current-token");
+}
+
+/// git erases the token after any 401 in a transfer, also when the token was not the reason
+/// (a probe POST sent without it, a proxy that dropped the header). Azure DevOps still takes
+/// it: the daemon keeps it, and nothing backs off.
+#[test]
+fn erase_keeps_a_token_azure_devops_accepts() {
+    let w = World::new();
+    w.login("contoso");
+    let t1 = field(&w.get("contoso", true), "credential").unwrap();
+    let tokens = w.entra.stats().token_requests.len();
+    for round in 1..=3 {
+        erase(&w, &t1);
+        let out = w.get("contoso", true);
+        assert_eq!(
+            field(&out, "credential").as_deref(),
+            Some(t1.as_str()),
+            "round {round}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(w.entra.stats().token_requests.len(), tokens, "no new token");
+    assert!(w.log().contains("accepts the token: kept"), "{}", w.log());
 }
 
 #[test]

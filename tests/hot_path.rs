@@ -1,9 +1,11 @@
 //! What a `get` does when the daemon holds a token: the client's system calls, traced with
 //! strace(1). The hot path reads no configuration file, starts no process (no git, no
-//! daemon), and makes one connection to the daemon's socket.
+//! daemon), and makes one connection to the daemon's socket; the daemon learns the asking
+//! git's version once, not per `get`.
 
 mod common;
 
+use common::gits;
 use common::harness::{CLIENT, World, field, text};
 
 #[test]
@@ -26,7 +28,9 @@ fn a_cached_get_opens_no_configuration_and_starts_no_process() {
     ])
     .arg(&trace)
     .arg(CLIENT)
-    .arg("get");
+    .arg("get")
+    // As git 2.55 starts it: the client names the asking git (one stat, no process).
+    .env("GIT_EXEC_PATH", gits::newest().exec_path);
     let out = common::harness::run_with_input(&mut cmd, input.as_bytes());
     assert!(
         out.status.success(),
@@ -64,4 +68,12 @@ fn a_cached_get_opens_no_configuration_and_starts_no_process() {
         opened.is_empty(),
         "files opened on the hot path: {opened:#?}"
     );
+    // Bearer, because the daemon knows this git; it ran its `git --version` once, for the
+    // warming get, and not for any get since.
+    assert!(text(&out.stdout).contains("authtype=Bearer"));
+    for _ in 0..3 {
+        assert!(field(&w.get("contoso", true), "credential").is_some());
+    }
+    let log = w.log();
+    assert_eq!(log.matches("learned a git's version").count(), 1, "{log}");
 }

@@ -76,7 +76,11 @@ fn push_3_mib(g: Git) {
     let w = World::new();
     let url = w.ado.create_repo("contoso", "web", "site");
     w.login("contoso");
-    ok(&w, &w.git_with(g.path(), &["clone", &url, "a"], None), "clone");
+    ok(
+        &w,
+        &w.git_with(g.path(), &["clone", &url, "a"], None),
+        "clone",
+    );
     let repo = w.path("a");
     incompressible(&repo.join("blob.bin"), 3 << 20);
     ok(&w, &w.git_with(g.path(), &["add", "."], Some(&repo)), "add");
@@ -104,7 +108,9 @@ const BRANCHES: usize = 4000;
 /// need over 21,000 branches, as in the report).
 fn clone_with_a_large_negotiation(g: Git) {
     let w = World::new();
-    let url = w.ado.create_repo_with_branches("contoso", "web", "many", BRANCHES);
+    let url = w
+        .ado
+        .create_repo_with_branches("contoso", "web", "many", BRANCHES);
     w.login("contoso");
     w.ado.clear_requests();
     let clone = w.git_with(
@@ -150,4 +156,99 @@ fn a_large_negotiation_works_with_git_2_47() {
 #[test]
 fn a_large_negotiation_works_with_git_2_55() {
     clone_with_a_large_negotiation(gits::newest());
+}
+
+/// Appends `line` to the world's configuration file (read when its daemon starts).
+fn configure(w: &World, line: &str) {
+    let path = w.config_path();
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(line);
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+}
+
+/// `auth = "bearer"` is the user's to choose, and with git 2.47 it breaks large pushes, as the
+/// docs and `doctor` say. What must not follow is the "refused again" back-off: git erases the
+/// token after such a failure, but Azure DevOps accepts it, so the daemon keeps it, and a retry
+/// fails only for its own reason while the next fetch works at once, with no new token.
+#[test]
+fn after_a_transfer_fails_for_another_reason_the_next_fetch_works() {
+    let g = gits::machine();
+    let w = World::new();
+    configure(&w, "auth = \"bearer\"");
+    let url = w.ado.create_repo("contoso", "web", "site");
+    w.login("contoso");
+    ok(
+        &w,
+        &w.git_with(g.path(), &["clone", &url, "a"], None),
+        "clone",
+    );
+    let repo = w.path("a");
+    incompressible(&repo.join("blob.bin"), 3 << 20);
+    ok(&w, &w.git_with(g.path(), &["add", "."], Some(&repo)), "add");
+    let commit = w.git_with(g.path(), &["commit", "-q", "-m", "3 MiB"], Some(&repo));
+    ok(&w, &commit, "commit");
+    let tokens = w.entra.stats().token_requests.len();
+    for attempt in 1..=2 {
+        let push = w.git_with(g.path(), &["push", "origin", "HEAD:main"], Some(&repo));
+        assert!(!push.status.success(), "attempt {attempt} cannot work");
+        assert!(
+            text(&push.stderr).contains("RPC failed; HTTP 401"),
+            "attempt {attempt}: {}",
+            text(&push.stderr)
+        );
+    }
+    assert!(
+        w.log().contains("Azure DevOps accepts the token: kept"),
+        "{}",
+        w.log()
+    );
+    let fetch = w.git_with(g.path(), &["fetch"], Some(&repo));
+    ok(&w, &fetch, "fetch right after two failed pushes");
+    assert_eq!(
+        w.entra.stats().token_requests.len(),
+        tokens,
+        "the token was kept: no new one was needed"
+    );
+    // doctor says what the setting does to this git, and the fix.
+    let out = w.client(&["doctor", "--json"], "");
+    let check = common::harness::doctor_check(&out, "answer to git");
+    assert_eq!(check["ok"], false, "{check}");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("git 2.47") && detail.contains("gets Bearer"),
+        "{detail}"
+    );
+    assert!(
+        check["fix"].as_str().unwrap().contains("auth = \"auto\""),
+        "{check}"
+    );
+}
+
+/// `doctor` names the answer the git on PATH gets and why, and the other gits seen.
+#[test]
+fn doctor_says_which_answer_each_git_gets() {
+    let w = World::new();
+    w.login("contoso");
+    // A get from git 2.55, as the harness sends it.
+    let bearer = w.get("contoso", true);
+    assert_eq!(
+        common::harness::field(&bearer, "authtype").as_deref(),
+        Some("Bearer")
+    );
+    let out = w.client(&["doctor", "--json"], "");
+    let check = common::harness::doctor_check(&out, "answer to git");
+    assert_eq!(check["ok"], true, "{check}");
+    let detail = check["detail"].as_str().unwrap();
+    let (machine, newest) = (gits::machine(), gits::newest());
+    let seen = |g: &Git, scheme: &str| {
+        let (a, b, c) = g.version;
+        format!("git {a}.{b}.{c} ({}) gets {scheme}", g.exec_path.display())
+    };
+    assert!(detail.starts_with("auth = auto: "), "{detail}");
+    assert!(detail.contains(&seen(&machine, "Basic")), "{detail}");
+    assert!(
+        detail.contains(&format!("also seen: {}", seen(&newest, "Bearer"))),
+        "{detail}"
+    );
 }

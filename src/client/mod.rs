@@ -133,15 +133,13 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
             token,
             expires_at,
             scheme,
-        }) => {
-            match cred.answer(&token, expires_at, scheme).write_to(&mut *out) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    let _ = writeln!(err, "{NAME}: {e}");
-                    ExitCode::FAILURE
-                }
+        }) => match cred.answer(&token, expires_at, scheme).write_to(&mut *out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = writeln!(err, "{NAME}: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Ok(Response::Error { error, message }) => {
             let hint = match error {
                 ErrorKind::NeedsLogin => login_hint(&message, target),

@@ -15,8 +15,8 @@ use super::loopback::{self, Redirect};
 use super::schedule;
 use super::store::{AccountRecord, AppRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
-use crate::policy;
 use crate::ipc::{AccountView, AppLogin, Check, ErrorKind, OrgStatus, Response, StatusView};
+use crate::policy;
 use crate::secret::Secret;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -800,7 +800,11 @@ impl Broker {
     async fn verdict(&self, host: &str, org: &str, token: &Secret) -> Verdict {
         let host = host.to_ascii_lowercase();
         let allowed = policy::is_builtin_host(&host)
-            || self.config.hosts.iter().any(|h| h.eq_ignore_ascii_case(&host));
+            || self
+                .config
+                .hosts
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(&host));
         if !allowed {
             return Verdict::Unknown;
         }

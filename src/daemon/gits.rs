@@ -83,11 +83,20 @@ impl Gits {
         let takes = version.is_some_and(|v| v.sends_bearer_on_the_probe());
         let why = match (self.setting, scheme, takes) {
             (AuthSetting::Basic, _, _) => "auth = basic: the token always goes as a Basic password",
-            (_, Scheme::Bearer, true) => "it sends Bearer on the probe before large pushes and fetches (git 2.54+)",
-            (_, Scheme::Bearer, false) => "auth = bearer, although this git sends no credential on the probe before a request body over http.postBuffer: large pushes and fetches fail with HTTP 401",
-            (_, Scheme::Basic, _) => "Bearer only goes to git 2.54 or newer, which sends it on the probe before a large push or fetch too; Azure DevOps takes the same token as a Basic password",
+            (_, Scheme::Bearer, true) => {
+                "it sends Bearer on the probe before large pushes and fetches (git 2.54+)"
+            }
+            (_, Scheme::Bearer, false) => {
+                "auth = bearer, although this git sends no credential on the probe before a request body over http.postBuffer: large pushes and fetches fail with HTTP 401"
+            }
+            (_, Scheme::Basic, _) => {
+                "Bearer only goes to git 2.54 or newer, which sends it on the probe before a large push or fetch too; Azure DevOps takes the same token as a Basic password"
+            }
         };
-        let detail = format!("auth = {}: {which} gets {scheme:?}: {why}{seen}", self.setting);
+        let detail = format!(
+            "auth = {}: {which} gets {scheme:?}: {why}{seen}",
+            self.setting
+        );
         if scheme == Scheme::Bearer && !takes {
             Check::fail(
                 NAME,
@@ -156,7 +165,9 @@ async fn probe(git: GitInstall) -> Option<GitVersion> {
         }
     };
     match &version {
-        Some(v) => tracing::info!(exec_path = %git.exec_path, version = %v, bearer = v.sends_bearer_on_the_probe(), "learned a git's version"),
+        Some(v) => {
+            tracing::info!(exec_path = %git.exec_path, version = %v, bearer = v.sends_bearer_on_the_probe(), "learned a git's version")
+        }
         None => tracing::info!(exec_path = %git.exec_path, "unknown git version; answering Basic"),
     }
     version
@@ -217,7 +228,10 @@ mod tests {
         let mut seen_elsewhere = fake_git(&dir, "2.55.0");
         seen_elsewhere.ino += 1;
         let gits = Gits::new(AuthSetting::Auto);
-        assert_eq!(gits.scheme(true, Some(&seen_elsewhere)).await, Scheme::Basic);
+        assert_eq!(
+            gits.scheme(true, Some(&seen_elsewhere)).await,
+            Scheme::Basic
+        );
         assert_eq!(runs(&dir), 0);
     }
 

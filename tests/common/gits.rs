@@ -74,7 +74,11 @@ fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     Some((next()?, next()?, next().unwrap_or(0)))
 }
 
-fn found(what: &str, slot: &'static OnceLock<Result<Git, String>>, find: fn() -> Result<Git, String>) -> Git {
+fn found(
+    what: &str,
+    slot: &'static OnceLock<Result<Git, String>>,
+    find: fn() -> Result<Git, String>,
+) -> Git {
     match slot.get_or_init(find) {
         Ok(g) => g.clone(),
         Err(e) => panic!("{what}: {e}"),
@@ -84,29 +88,40 @@ fn found(what: &str, slot: &'static OnceLock<Result<Git, String>>, find: fn() ->
 /// Debian's git 2.39 (`/usr/bin/git`): no `authtype`, so Basic.
 pub fn debian() -> Git {
     static GIT: OnceLock<Result<Git, String>> = OnceLock::new();
-    found("Debian's git (apt-get install git; .ci/run installs it)", &GIT, || {
-        let g = Git::at("/usr/bin/git".into())?;
-        if g.announces_authtype() {
-            return Err(format!("/usr/bin/git is {:?}: a git older than 2.46 is needed", g.version));
-        }
-        Ok(g)
-    })
+    found(
+        "Debian's git (apt-get install git; .ci/run installs it)",
+        &GIT,
+        || {
+            let g = Git::at("/usr/bin/git".into())?;
+            if g.announces_authtype() {
+                return Err(format!(
+                    "/usr/bin/git is {:?}: a git older than 2.46 is needed",
+                    g.version
+                ));
+            }
+            Ok(g)
+        },
+    )
 }
 
 /// The machine's git first on `PATH` (`/usr/local/bin/git`, 2.47): announces `authtype`, but
 /// drops an `authtype` credential on the probe.
 pub fn machine() -> Git {
     static GIT: OnceLock<Result<Git, String>> = OnceLock::new();
-    found("the machine's git in /usr/local/bin (2.46 to 2.53)", &GIT, || {
-        let g = Git::at("/usr/local/bin/git".into())?;
-        if !g.announces_authtype() || g.sends_bearer_on_the_probe() {
-            return Err(format!(
-                "/usr/local/bin/git is {:?}: a git from 2.46 to 2.53 is needed",
-                g.version
-            ));
-        }
-        Ok(g)
-    })
+    found(
+        "the machine's git in /usr/local/bin (2.46 to 2.53)",
+        &GIT,
+        || {
+            let g = Git::at("/usr/local/bin/git".into())?;
+            if !g.announces_authtype() || g.sends_bearer_on_the_probe() {
+                return Err(format!(
+                    "/usr/local/bin/git is {:?}: a git from 2.46 to 2.53 is needed",
+                    g.version
+                ));
+            }
+            Ok(g)
+        },
+    )
 }
 
 /// git 2.55.0, unpacked from the project's `../shared/git/` tarball (or `$AZDO_TEST_GIT_TARBALL`)
@@ -120,7 +135,11 @@ pub fn newest() -> Git {
         };
         let g = Git::at(bin)?;
         if !g.sends_bearer_on_the_probe() {
-            return Err(format!("{} is {:?}, older than 2.54", g.bin.display(), g.version));
+            return Err(format!(
+                "{} is {:?}, older than 2.54",
+                g.bin.display(),
+                g.version
+            ));
         }
         Ok(g)
     })
