@@ -20,9 +20,10 @@
 //!
 //! Settings (environment): `BENCH_ROUNDS` (b1, b2; default 300), `BENCH_CONNECTIONS` (b3, b5,
 //! b6; default 1000), `BENCH_BURSTS` (b3's side-by-side bursts; default 5), `BENCH_PROCESSES` (b4; default 200), `BENCH_DAY_SECS` (b7; default 120),
-//! and `BENCH_CLIENT=/path/to/git-credential-azdo` to measure another build of the client
+//! `BENCH_CLIENT=/path/to/git-credential-azdo` to measure another build of the client
 //! (same package version: the daemon built with the tests serves it) wherever the bench runs
-//! the client to measure it.
+//! the client to measure it, and `BENCH_BASELINE=/path/to/git-credential-azdo` (b1) to add a
+//! side for an earlier build, served by the daemon next to it in a world of its own.
 
 mod common;
 
@@ -375,22 +376,51 @@ impl Drop for CredCache<'_> {
 // ---------------------------------------------------------------------------------------------
 // b1: one get
 
-/// `rounds` rounds of one `get` through each client in turn, then `git credential-cache get`,
-/// then `/bin/true` fed the same input, against one warm world: each client's times, the
-/// cache's and the floor's.
+/// A world signed in and warmed by `client`, a build other than the one under test, served by
+/// the daemon next to it: the "before" side of a comparison (`BENCH_BASELINE`).
+fn warm_world_for(client: &Path) -> World {
+    let mut w = World::new();
+    w.set_env("GIT_CREDENTIAL_AZDO_LOG", "info");
+    let daemon = client.with_file_name("git-credential-azdo-daemon");
+    w.set_env("GIT_CREDENTIAL_AZDO_DAEMON", daemon.to_str().unwrap());
+    let host = w.ado.host();
+    let login = run_with_input(
+        w.command(client).args(["login", "--org", ORG, "--host", &host]),
+        b"",
+    );
+    assert!(login.status.success(), "{}", text(&login.stderr));
+    w
+}
+
+/// `rounds` rounds of one `get` through each `(world, client)` side in turn, then
+/// `git credential-cache get` and `/bin/true` fed the same input in the first side's world:
+/// each side's times, the cache's and the floor's. Each `get` is started as git 2.47 (the
+/// machine's) starts the helper, with its `GIT_EXEC_PATH`, so the client names the asking git
+/// and the daemon answers from the version it learned on the warming `get`.
 fn get_rounds(
-    clients: &[std::path::PathBuf],
+    sides: &[(&World, &Path)],
     rounds: usize,
 ) -> (Vec<Vec<Duration>>, Vec<Duration>, Vec<Duration>) {
-    let w = warm_world();
-    let input = get_input(&w, true);
-    let cache = CredCache::start(&w);
-    let mut times = vec![Vec::with_capacity(rounds); clients.len()];
+    let w = sides[0].0;
+    let exec_path = common::gits::machine().exec_path;
+    let cache = CredCache::start(w);
+    let mut times = vec![Vec::with_capacity(rounds); sides.len()];
     let (mut cached, mut floor) = (Vec::new(), Vec::new());
+    let get = |world: &World, client: &Path| {
+        let mut c = world.command(client);
+        c.arg("get").env("GIT_EXEC_PATH", &exec_path);
+        (c, get_input(world, true))
+    };
+    for &(world, client) in sides {
+        let (mut c, input) = get(world, client);
+        let o = run_with_input(&mut c, input.as_bytes());
+        assert!(!o.stdout.is_empty(), "{}", text(&o.stderr));
+    }
     for _ in 0..rounds {
-        for (client, t) in clients.iter().zip(times.iter_mut()) {
+        for (&(world, client), t) in sides.iter().zip(times.iter_mut()) {
+            let (mut c, input) = get(world, client);
             t.push(time(|| {
-                let o = run_with_input(w.command(client).arg("get"), input.as_bytes());
+                let o = run_with_input(&mut c, input.as_bytes());
                 assert!(!o.stdout.is_empty(), "{}", text(&o.stderr));
             }));
         }
@@ -398,6 +428,7 @@ fn get_rounds(
             let o = run_with_input(&mut cache.get(), CredCache::INPUT.as_bytes());
             assert!(!o.stdout.is_empty());
         }));
+        let input = get_input(w, true);
         floor.push(time(|| {
             run_with_input(&mut w.command("/bin/true"), input.as_bytes());
         }));
@@ -410,27 +441,45 @@ fn get_rounds(
 fn b1_get_side_by_side_with_git_credential_cache() {
     let rounds: usize = setting("BENCH_ROUNDS", 300);
     let client = client_exe();
-    let (mut times, mut cached, mut floor) = get_rounds(std::slice::from_ref(&client), rounds);
-    let azdo = &mut times[0];
+    let w = warm_world();
+    let baseline = std::env::var_os("BENCH_BASELINE")
+        .filter(|v| !v.is_empty())
+        .map(|p| std::fs::canonicalize(&p).expect("BENCH_BASELINE"));
+    let before = baseline.as_deref().map(warm_world_for);
+    let mut sides = vec![(&w, client.as_path())];
+    if let (Some(world), Some(path)) = (&before, &baseline) {
+        sides.push((world, path.as_path()));
+    }
+    let (mut times, mut cached, mut floor) = get_rounds(&sides, rounds);
     println!(
         "\nclient: {} ({} bytes, {})",
         client.display(),
         file_size(&client),
         mib(file_size(&client))
     );
+    if let Some(path) = &baseline {
+        println!("baseline: {} with its own daemon", path.display());
+    }
     println!("{rounds} rounds, alternating; milliseconds per get (spawn + answer)");
-    latency_table(
-        &[Col::Median, Col::P90, Col::P99],
-        &mut [
-            ("git-credential-azdo get", azdo),
-            ("git credential-cache get", &mut cached),
-            ("/bin/true (process floor)", &mut floor),
-        ],
-    );
+    let (azdo, rest) = times.split_first_mut().unwrap();
+    let mut rows: Vec<(&str, &mut Vec<Duration>)> = vec![("git-credential-azdo get", azdo)];
+    if let Some(before) = rest.first_mut() {
+        rows.push(("baseline get", before));
+    }
+    rows.push(("git credential-cache get", &mut cached));
+    rows.push(("/bin/true (process floor)", &mut floor));
+    latency_table(&[Col::Median, Col::P90, Col::P99], &mut rows);
+    let cache_median = median(&mut cached).as_secs_f64();
     println!(
         "ratio azdo/cache (median): {:.2}",
-        median(azdo).as_secs_f64() / median(&mut cached).as_secs_f64()
+        median(&mut times[0]).as_secs_f64() / cache_median
     );
+    if times.len() > 1 {
+        println!(
+            "ratio baseline/cache (median): {:.2}",
+            median(&mut times[1]).as_secs_f64() / cache_median
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1078,8 +1127,9 @@ fn b8_release_profiles() {
         .map(|(n, p)| (n.to_string(), std::path::PathBuf::from(p)))
         .collect();
     let rounds: usize = setting("BENCH_ROUNDS", 300);
-    let paths: Vec<_> = variants.iter().map(|(_, p)| p.clone()).collect();
-    let (mut times, mut cached, mut floor) = get_rounds(&paths, rounds);
+    let w = warm_world();
+    let sides: Vec<_> = variants.iter().map(|(_, p)| (&w, p.as_path())).collect();
+    let (mut times, mut cached, mut floor) = get_rounds(&sides, rounds);
     section("release profiles: one get, alternating");
     for (name, path) in &variants {
         println!("{name:<36} {:>9}  {}", mib(file_size(path)), path.display());
@@ -1114,11 +1164,12 @@ fn b9_hot_path_profile() {
     let input = format!(
         "capability[]=authtype\nprotocol=https\nhost=dev.azure.com\npath={ORG}/p/_git/r\n\n"
     );
+    let exec_path = common::gits::machine().exec_path;
     let mut vg = w.command("valgrind");
-    vg.arg(&client).arg("get");
+    vg.arg(&client).arg("get").env("GIT_EXEC_PATH", &exec_path);
     let out = run_with_input(&mut vg, input.as_bytes());
     assert!(
-        text(&out.stdout).contains("credential="),
+        text(&out.stdout).contains("password="),
         "{}",
         text(&out.stderr)
     );
@@ -1135,10 +1186,13 @@ fn b9_hot_path_profile() {
         })
         .unwrap_or_else(|| "?".into());
     let mut st = w.command("strace");
-    st.args(["-c", "-f"]).arg(&client).arg("get");
+    st.args(["-c", "-f"])
+        .arg(&client)
+        .arg("get")
+        .env("GIT_EXEC_PATH", &exec_path);
     let out = run_with_input(&mut st, input.as_bytes());
     assert!(
-        text(&out.stdout).contains("credential="),
+        text(&out.stdout).contains("password="),
         "{}",
         text(&out.stderr)
     );

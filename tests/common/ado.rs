@@ -185,9 +185,9 @@ impl MockAdo {
                 msg.len()
             ));
         }
-        stream.push_str(&format!(
-            "commit refs/heads/main\ncommitter T <t@example.com> 1700000000 +0000\ndata 5\nmain\n\n"
-        ));
+        stream.push_str(
+            "commit refs/heads/main\ncommitter T <t@example.com> 1700000000 +0000\ndata 5\nmain\n\n",
+        );
         let mut cmd = git_command(&self.root);
         cmd.arg("-C").arg(&dir).args(["fast-import", "--quiet"]);
         let out = super::harness::run_with_input(&mut cmd, stream.as_bytes());
