@@ -385,7 +385,8 @@ fn warm_world_for(client: &Path) -> World {
     w.set_env("GIT_CREDENTIAL_AZDO_DAEMON", daemon.to_str().unwrap());
     let host = w.ado.host();
     let login = run_with_input(
-        w.command(client).args(["login", "--org", ORG, "--host", &host]),
+        w.command(client)
+            .args(["login", "--org", ORG, "--host", &host]),
         b"",
     );
     assert!(login.status.success(), "{}", text(&login.stderr));

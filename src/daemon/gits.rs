@@ -82,12 +82,15 @@ impl Gits {
         };
         let takes = version.is_some_and(|v| v.sends_bearer_on_the_probe());
         let why = match (self.setting, scheme, takes) {
-            (AuthSetting::Basic, _, _) => "auth = basic: the token always goes as a Basic password",
+            (AuthSetting::Basic, _, _) => "the token always goes as a Basic password",
             (_, Scheme::Bearer, true) => {
-                "it sends Bearer on the probe before large pushes and fetches (git 2.54+)"
+                "it sends Bearer on the probe before large pushes and fetches too (git 2.54+)"
+            }
+            (_, Scheme::Bearer, false) if version.is_some() => {
+                "it sends no credential on the probe before a request body over http.postBuffer, so large pushes and fetches fail with HTTP 401"
             }
             (_, Scheme::Bearer, false) => {
-                "auth = bearer, although this git sends no credential on the probe before a request body over http.postBuffer: large pushes and fetches fail with HTTP 401"
+                "if it is older than 2.54, large pushes and fetches fail with HTTP 401 (it sends no credential on the probe before them)"
             }
             (_, Scheme::Basic, _) => {
                 "Bearer only goes to git 2.54 or newer, which sends it on the probe before a large push or fetch too; Azure DevOps takes the same token as a Basic password"
