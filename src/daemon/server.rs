@@ -1,5 +1,6 @@
 //! The daemon's socket server: accepts local connections, refuses other users, reads one
-//! request under a deadline, hands it to the broker and writes one response.
+//! request under a deadline, hands it to the broker (a token's answer, Bearer or Basic, is
+//! chosen by `gits` for the git asking) and writes one response.
 
 use super::broker::{Broker, LoginRequest};
 use super::gits::Gits;
