@@ -70,22 +70,28 @@ fn check_what_the_mock_saw(w: &World, g: &Git, what: &str) {
     );
 }
 
-/// A push of 3 MiB of incompressible data through `g`, three times the default
-/// `http.postBuffer`.
-fn push_3_mib(g: Git) {
-    let w = World::new();
-    let url = w.ado.create_repo("contoso", "web", "site");
-    w.login("contoso");
+/// Clones `url` with `g` into `a` and commits 3 MiB of incompressible data there (three times
+/// the default `http.postBuffer`); returns the clone's path.
+fn clone_and_commit_3_mib(w: &World, g: &Git, url: &str) -> std::path::PathBuf {
     ok(
-        &w,
-        &w.git_with(g.path(), &["clone", &url, "a"], None),
+        w,
+        &w.git_with(g.path(), &["clone", url, "a"], None),
         "clone",
     );
     let repo = w.path("a");
     incompressible(&repo.join("blob.bin"), 3 << 20);
-    ok(&w, &w.git_with(g.path(), &["add", "."], Some(&repo)), "add");
+    ok(w, &w.git_with(g.path(), &["add", "."], Some(&repo)), "add");
     let commit = w.git_with(g.path(), &["commit", "-q", "-m", "3 MiB"], Some(&repo));
-    ok(&w, &commit, "commit");
+    ok(w, &commit, "commit");
+    repo
+}
+
+/// A push of 3 MiB through `g`.
+fn push_3_mib(g: Git) {
+    let w = World::new();
+    let url = w.ado.create_repo("contoso", "web", "site");
+    w.login("contoso");
+    let repo = clone_and_commit_3_mib(&w, &g, &url);
     w.ado.clear_requests();
     let push = w.git_with(g.path(), &["push", "origin", "HEAD:main"], Some(&repo));
     ok(&w, &push, &format!("3 MiB push with git {:?}", g.version));
@@ -178,16 +184,7 @@ fn after_a_transfer_fails_for_another_reason_the_next_fetch_works() {
     configure(&w, "auth = \"bearer\"");
     let url = w.ado.create_repo("contoso", "web", "site");
     w.login("contoso");
-    ok(
-        &w,
-        &w.git_with(g.path(), &["clone", &url, "a"], None),
-        "clone",
-    );
-    let repo = w.path("a");
-    incompressible(&repo.join("blob.bin"), 3 << 20);
-    ok(&w, &w.git_with(g.path(), &["add", "."], Some(&repo)), "add");
-    let commit = w.git_with(g.path(), &["commit", "-q", "-m", "3 MiB"], Some(&repo));
-    ok(&w, &commit, "commit");
+    let repo = clone_and_commit_3_mib(&w, &g, &url);
     let tokens = w.entra.stats().token_requests.len();
     for attempt in 1..=2 {
         let push = w.git_with(g.path(), &["push", "origin", "HEAD:main"], Some(&repo));

@@ -85,6 +85,15 @@ fn found(
     }
 }
 
+/// The git at `bin`, if `fits` its version.
+fn installed(bin: &str, fits: fn(&Git) -> bool, needed: &str) -> Result<Git, String> {
+    let g = Git::at(bin.into())?;
+    match fits(&g) {
+        true => Ok(g),
+        false => Err(format!("{bin} is {:?}: {needed} is needed", g.version)),
+    }
+}
+
 /// Debian's git 2.39 (`/usr/bin/git`): no `authtype`, so Basic.
 pub fn debian() -> Git {
     static GIT: OnceLock<Result<Git, String>> = OnceLock::new();
@@ -92,14 +101,11 @@ pub fn debian() -> Git {
         "Debian's git (apt-get install git; .ci/run installs it)",
         &GIT,
         || {
-            let g = Git::at("/usr/bin/git".into())?;
-            if g.announces_authtype() {
-                return Err(format!(
-                    "/usr/bin/git is {:?}: a git older than 2.46 is needed",
-                    g.version
-                ));
-            }
-            Ok(g)
+            installed(
+                "/usr/bin/git",
+                |g| !g.announces_authtype(),
+                "a git older than 2.46",
+            )
         },
     )
 }
@@ -108,20 +114,10 @@ pub fn debian() -> Git {
 /// drops an `authtype` credential on the probe.
 pub fn machine() -> Git {
     static GIT: OnceLock<Result<Git, String>> = OnceLock::new();
-    found(
-        "the machine's git in /usr/local/bin (2.46 to 2.53)",
-        &GIT,
-        || {
-            let g = Git::at("/usr/local/bin/git".into())?;
-            if !g.announces_authtype() || g.sends_bearer_on_the_probe() {
-                return Err(format!(
-                    "/usr/local/bin/git is {:?}: a git from 2.46 to 2.53 is needed",
-                    g.version
-                ));
-            }
-            Ok(g)
-        },
-    )
+    found("the machine's git in /usr/local/bin", &GIT, || {
+        let fits = |g: &Git| g.announces_authtype() && !g.sends_bearer_on_the_probe();
+        installed("/usr/local/bin/git", fits, "a git from 2.46 to 2.53")
+    })
 }
 
 /// git 2.55.0, unpacked from the project's `../shared/git/` tarball (or `$AZDO_TEST_GIT_TARBALL`)
