@@ -286,6 +286,43 @@ fn erase_keeps_a_token_azure_devops_accepts() {
     assert!(w.log().contains("accepts the token: kept"), "{}", w.log());
 }
 
+/// `erase` names the host git talked to, and the daemon asks that host whether it takes the
+/// token; a host outside the allowlist is never asked (it would be handed the token). The
+/// client never sends one, so a raw request does: nothing reaches the listener there, the token
+/// is dropped as unjudged, and nothing backs off.
+#[test]
+fn erase_never_sends_the_token_to_a_host_outside_the_allowlist() {
+    use git_credential_azdo::ipc::{self, Request, RequestEnvelope};
+    use std::io::BufRead;
+    let w = World::new();
+    w.login("contoso");
+    let t1 = field(&w.get("contoso", true), "credential").unwrap();
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let env = RequestEnvelope {
+        protocol: ipc::PROTOCOL,
+        version: ipc::PACKAGE_VERSION.into(),
+        request: Request::Erase {
+            org: "contoso".into(),
+            host: elsewhere.local_addr().unwrap().to_string(),
+            token: Some(git_credential_azdo::secret::Secret::new(t1.clone())),
+            wwwauth: Vec::new(),
+        },
+    };
+    let mut s =
+        std::os::unix::net::UnixStream::connect(w.runtime_dir().join("daemon.sock")).unwrap();
+    ipc::write_message(&mut s, &env).unwrap();
+    let mut answer = String::new();
+    std::io::BufReader::new(&s).read_line(&mut answer).unwrap();
+    assert!(answer.contains("\"kind\":\"done\""), "{answer}");
+    assert!(
+        matches!(elsewhere.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the daemon connected to a host outside the allowlist"
+    );
+    let t2 = field(&w.get("contoso", true), "credential").expect("a new token, no back-off");
+    assert_ne!(t1, t2);
+}
+
 #[test]
 fn a_second_daemon_exits_cleanly_and_many_clients_are_served_at_once() {
     let w = World::new();
