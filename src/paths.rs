@@ -1,7 +1,9 @@
 //! Where things live on disk: the socket directory, data, state and configuration files.
 //!
 //! Follows the XDG base directory variables on every Unix (so tests and containers can move
-//! everything with environment variables), with the usual `~/.local/...` defaults.
+//! everything with environment variables), with the usual `~/.local/...` defaults. As the XDG
+//! specification says, a relative value is ignored: the client (in git's working directory) and
+//! the daemon (in `/`) would resolve it to different places.
 
 use std::env;
 use std::path::PathBuf;
@@ -15,17 +17,21 @@ fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// `$var` when it is an absolute path; relative or empty values are ignored.
+fn absolute(var: &str) -> Option<PathBuf> {
+    env::var_os(var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+}
+
 fn xdg(var: &str, fallback: &[&str]) -> PathBuf {
-    match env::var_os(var).filter(|v| !v.is_empty()) {
-        Some(v) => PathBuf::from(v),
-        None => fallback.iter().fold(home(), |p, c| p.join(c)),
-    }
+    absolute(var).unwrap_or_else(|| fallback.iter().fold(home(), |p, c| p.join(c)))
 }
 
 /// The daemon's socket directory (created 0700 by the daemon).
 pub fn runtime_dir() -> PathBuf {
-    match env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
-        Some(v) => PathBuf::from(v).join(APP),
+    match absolute("XDG_RUNTIME_DIR") {
+        Some(v) => v.join(APP),
         None => xdg("XDG_CACHE_HOME", &[".cache"]).join(APP).join("run"),
     }
 }

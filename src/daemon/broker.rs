@@ -215,6 +215,8 @@ pub struct Broker {
     /// Legacy-app sign-ins waiting for the person to paste the redirected address.
     pastes: Mutex<HashMap<String, mpsc::Sender<Redirect>>>,
     vssps: Vssps,
+    /// This daemon's random key for machine-identity slot ids (see `identity_slot`).
+    slot_key: ring::hmac::Key,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -254,6 +256,11 @@ impl Broker {
             flows: Mutex::default(),
             pastes: Mutex::default(),
             vssps,
+            slot_key: ring::hmac::Key::generate(
+                ring::hmac::HMAC_SHA256,
+                &ring::rand::SystemRandom::new(),
+            )
+            .expect("the operating system's random generator failed"),
             shutdown,
         });
         // A slot for every account; each refresher fetches a token at once, so the first
@@ -682,12 +689,21 @@ impl Broker {
         env: &BTreeMap<String, Secret>,
     ) -> Result<Arc<Slot>, String> {
         // One slot per identity and per set of variables the caller brought: a job with
-        // other credentials (a new SYSTEM_ACCESSTOKEN, say) gets tokens of its own.
-        let mut h = std::hash::DefaultHasher::new();
+        // other credentials (a new SYSTEM_ACCESSTOKEN, say) gets tokens of its own. The id is
+        // logged, so it is keyed with this daemon's random key: no fingerprint of a secret.
+        let mut mac = ring::hmac::Context::with_key(&self.slot_key);
         for (k, v) in env {
-            std::hash::Hash::hash(&(k, v.expose()), &mut h);
+            for part in [k.as_bytes(), v.expose().as_bytes()] {
+                mac.update(&(part.len() as u64).to_le_bytes());
+                mac.update(part);
+            }
         }
-        let id = format!("identity:{name}:{:016x}", std::hash::Hasher::finish(&h));
+        let tag = mac.sign();
+        let short: String = tag.as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let id = format!("identity:{name}:{short}");
         let existing = self.slots.lock().unwrap().get(&id).cloned();
         let slot = match existing {
             Some(s) => s,
@@ -1805,15 +1821,19 @@ fn claims_challenge(challenge: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// 128 bits from the operating system's CSPRNG, as hex: sign-in `state` and flow ids.
 fn random_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::new();
-    for _ in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(now_ms());
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
+    // The OS generator does not fail once the system has booted; if it ever did, an id that
+    // cannot be predicted matters more than the sign-in going ahead.
+    id_from(&ring::rand::SystemRandom::new())
+        .expect("the operating system's random generator failed")
+}
+
+/// 16 bytes of `rng`, as hex, and nothing else (no clock, no counter).
+fn id_from(rng: &dyn ring::rand::SecureRandom) -> Result<String, ring::error::Unspecified> {
+    let mut bytes = [0u8; 16];
+    rng.fill(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -1836,6 +1856,19 @@ mod tests {
         };
         assert!(short.usable(3_000));
         assert!(!short.usable(3_300));
+    }
+
+    #[test]
+    #[allow(deprecated)] // ring's fixed generators live in its deprecated `test` module
+    fn ids_are_the_csprngs_bytes_and_nothing_else() {
+        // Before: SipHash of the clock under std's HashMap keys, which are not a CSPRNG's
+        // output per id and are shared with every HashMap of the thread.
+        let fixed = ring::test::rand::FixedSliceRandom { bytes: &[0xa5; 16] };
+        assert_eq!(id_from(&fixed).unwrap(), "a5".repeat(16));
+        let (a, b) = (random_id(), random_id());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
     }
 
     #[test]

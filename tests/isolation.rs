@@ -1,0 +1,95 @@
+//! One request's identity never serves, leaks to, or outlives another, and the daemon's clock
+//! and memory stay bounded: regression tests for the security review of the daemon (issue 14),
+//! each one written against the behaviour the review reproduced.
+
+mod common;
+
+use common::MockEntra;
+use common::harness::{CLIENT, World, field, ok, run_with_input, text};
+
+const APP: &str = "6a1e3b52-2f0c-4d3e-9a7b-1c2d3e4f5a6b";
+
+/// Adds identity `ci` to the world's configuration and makes it the default.
+fn configure_identity(w: &World, identity: &str) {
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!("identity = \"ci\"\n{cfg}\n[identities.ci]\n{identity}\n"),
+    )
+    .unwrap();
+}
+
+/// Every distinct `identity:ci:…` slot id in the daemon's log.
+fn slot_ids(log: &str) -> Vec<String> {
+    let mut ids: Vec<String> = log
+        .match_indices("identity:ci:")
+        .map(|(i, p)| {
+            log[i + p.len()..]
+                .chars()
+                .take_while(char::is_ascii_hexdigit)
+                .collect()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// The daemon logs a machine identity's slot id at info level. It used to be an unkeyed hash
+/// of the caller's variables, so the same client secret gave the same id in every daemon: a
+/// stable fingerprint of the secret in a log file. Now each daemon keys it with a random key.
+#[test]
+fn a_slot_id_in_the_log_is_no_fingerprint_of_the_secret() {
+    let mut w = World::new();
+    w.entra.add_app(APP, Some("s3cret-value"));
+    configure_identity(&w, "kind = \"service-principal\"");
+    w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
+    w.set_env("AZURE_CLIENT_ID", APP);
+    w.set_env("AZURE_CLIENT_SECRET", "s3cret-value");
+    w.set_env("GIT_CREDENTIAL_AZDO_LOG", "info");
+    assert!(field(&w.get("contoso", true), "credential").is_some());
+    assert_eq!(slot_ids(&w.log()).len(), 1, "{}", w.log());
+    ok(&w, &w.client(&["stop"], ""), "stop");
+    assert!(field(&w.get("contoso", true), "credential").is_some());
+    let ids = slot_ids(&w.log());
+    assert_eq!(
+        ids.len(),
+        2,
+        "the same secret, the same id in the next daemon: {ids:?}"
+    );
+}
+
+/// The XDG specification says to ignore relative values. The client resolves them against
+/// git's working directory and the daemon against `/`, so each looked for the other in a
+/// different place: the socket the daemon bound was not the one the client dialled.
+#[test]
+fn relative_xdg_directories_are_ignored_by_the_client_and_the_daemon_alike() {
+    let w = World::new();
+    let repo = w.workdir("repo");
+    let host = w.ado.host();
+    let relative = |c: &mut std::process::Command| {
+        c.current_dir(&repo)
+            .env("XDG_RUNTIME_DIR", "relative-run")
+            .env("XDG_DATA_HOME", "relative-data");
+    };
+    let mut login = w.command(CLIENT);
+    relative(&mut login);
+    login.args(["login", "--org", "contoso", "--host", &host]);
+    let out = run_with_input(&mut login, b"");
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), w.log());
+    // Both used the fallbacks: the socket under $XDG_CACHE_HOME, the records under ~/.local.
+    assert!(w.path("cache/git-credential-azdo/run/daemon.sock").exists());
+    assert!(
+        w.path("home/.local/share/git-credential-azdo/accounts.json")
+            .exists()
+    );
+    for dir in [repo.join("relative-run"), "/relative-run".into()] {
+        assert!(!std::path::Path::new(&dir).exists(), "{}", dir.display());
+    }
+    let mut get = w.command(CLIENT);
+    relative(&mut get);
+    get.arg("get");
+    let input = format!("protocol=https\nhost={host}\npath=contoso/p/_git/r\n\n");
+    let out = run_with_input(&mut get, input.as_bytes());
+    assert!(field(&out, "password").is_some(), "{}", text(&out.stderr));
+}
