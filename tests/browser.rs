@@ -229,3 +229,40 @@ fn first_clone_in_a_terminal_opens_the_browser_and_says_connected() {
         "the browser's page"
     );
 }
+
+/// A browser may resolve `localhost` to ::1: the daemon holds the redirect's port on ::1 as
+/// well as 127.0.0.1, so no other process can bind it there and take the code, and a redirect
+/// that arrives over ::1 finishes the sign-in.
+#[test]
+fn the_redirect_port_is_held_on_both_loopback_addresses() {
+    let mut w = World::new();
+    let page = w.path("browser-page.html");
+    let taken = w.path("ipv6-bind");
+    let script = w.path("browser.sh");
+    let ca = w.ca.ca_path().display().to_string();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             loc=$(curl -s --cacert {ca} -o /dev/null -w '%{{redirect_url}}' \"$1\")\n\
+             port=$(printf '%s' \"$loc\" | sed -E 's#^http://localhost:([0-9]+)/.*#\\1#')\n\
+             python3 -c 'import socket,sys; socket.socket(socket.AF_INET6).bind((\"::1\", int(sys.argv[1])))' \"$port\" \
+               2>/dev/null && echo bound > {taken} || echo refused > {taken}\n\
+             curl -s -6 --max-time 10 -o {page} \"$loc\"\n",
+            taken = taken.display(),
+            page = page.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    w.set_env("BROWSER", script.to_str().unwrap());
+    let out = login(&w, &["--timeout", "20"]);
+    let err = text(&out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&taken).unwrap_or_default().trim(),
+        "refused",
+        "another process could bind [::1] on the redirect's port"
+    );
+    assert!(out.status.success(), "{err}\n{}", w.log());
+    assert!(wait_for_file(&page).contains("Connected"));
+}

@@ -361,3 +361,33 @@ fn a_wrong_secret_a_revoked_grant_and_a_wrong_callback_each_say_what_to_do() {
     assert!(!out.status.success());
     assert!(err.contains("was not authorized within 5 seconds"), "{err}");
 }
+
+/// A browser may resolve `localhost` to ::1, so the callback's port is held on both loopback
+/// addresses. When another process already holds it on ::1 (another user's listener waiting
+/// for the redirect and its code), the sign-in does not start, and says so.
+#[test]
+fn a_callback_port_another_process_holds_on_ipv6_is_refused() {
+    let l = legacy(None);
+    let port: u16 = l
+        .callback
+        .trim_start_matches("https://localhost:")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _squatter = std::net::TcpListener::bind(("::1", port)).expect("[::1] is free");
+    let secret_file = l.secret_file.clone();
+    let out = login(
+        &l,
+        &["--client-secret-file", &secret_file, "--timeout", "5"],
+        "",
+    );
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("[::1]:{port} is held by another process")),
+        "{err}"
+    );
+    assert_eq!(l.vssps.stats().code_ok, 0);
+}

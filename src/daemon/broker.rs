@@ -919,7 +919,7 @@ impl Broker {
         let finish = self.clone().publisher(flow.clone(), tx);
         let this = self.clone();
         let response = if browser {
-            let (listener, port) = match loopback::bind().await {
+            let listener = match loopback::bind().await {
                 Ok(l) => l,
                 Err(e) => {
                     return err(
@@ -928,7 +928,7 @@ impl Broker {
                     );
                 }
             };
-            let redirect_uri = format!("http://localhost:{port}/");
+            let redirect_uri = format!("http://localhost:{}/", listener.port);
             let sign_in = match self.entra.browser_sign_in(&tenant, &redirect_uri) {
                 Ok(s) => s,
                 Err(e) => return failed(e),
@@ -1071,12 +1071,12 @@ impl Broker {
                     Err(e) => return err(ErrorKind::Internal, e),
                 };
                 let listener = match loopback::bind_port(port).await {
-                    Ok((l, _)) => l,
+                    Ok(l) => l,
                     Err(e) => {
                         return err(
                             ErrorKind::Internal,
                             format!(
-                                "cannot listen on 127.0.0.1:{port} for the callback {callback}: {e}; free the port, or use --paste"
+                                "cannot listen on localhost:{port} (127.0.0.1 and ::1) for the callback {callback}: {e}; free the port, or use --paste"
                             ),
                         );
                     }

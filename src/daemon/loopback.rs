@@ -1,5 +1,5 @@
 //! The loopback redirect listener for browser sign-in: a one-shot HTTP server on
-//! `localhost` that receives Entra's redirect (`?code=…&state=…` or `?error=…`), hands it to
+//! `localhost`, one port held on both 127.0.0.1 and ::1, that receives Entra's redirect (`?code=…&state=…` or `?error=…`), hands it to
 //! the sign-in, and shows the person the page the sign-in returns. Over TLS for legacy Azure
 //! DevOps OAuth apps, whose callback must be https.
 
@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 /// What the browser brought back to the redirect URI.
@@ -54,16 +54,72 @@ impl Page {
 
 type Handoff = (Redirect, oneshot::Sender<Page>);
 
-/// Binds the listener: `127.0.0.1` on a free port (browsers resolve `localhost` there).
-pub async fn bind() -> std::io::Result<(TcpListener, u16)> {
-    bind_port(0).await
+/// The redirect listener: one port held on both loopback addresses. A browser may resolve
+/// `localhost` to either, so a port held on one only would leave the other free for another
+/// local user's process to take, and with it the redirect and its code (RFC 8252 §8.3).
+pub struct Listener {
+    v4: TcpListener,
+    /// `None` only where the machine has no IPv6 loopback at all (nobody can bind it then).
+    v6: Option<TcpListener>,
+    pub port: u16,
 }
 
-/// Binds `127.0.0.1:port` (0: a free one).
-pub async fn bind_port(port: u16) -> std::io::Result<(TcpListener, u16)> {
-    let l = TcpListener::bind(("127.0.0.1", port)).await?;
-    let port = l.local_addr()?.port();
-    Ok((l, port))
+impl Listener {
+    async fn accept(&self) -> std::io::Result<TcpStream> {
+        match &self.v6 {
+            None => self.v4.accept().await.map(|(s, _)| s),
+            Some(v6) => tokio::select! {
+                r = self.v4.accept() => r.map(|(s, _)| s),
+                r = v6.accept() => r.map(|(s, _)| s),
+            },
+        }
+    }
+}
+
+/// How many free ports to try before giving up when another process holds `[::1]` on them.
+const FREE_PORT_TRIES: usize = 20;
+
+/// Binds a free port on both `127.0.0.1` and `[::1]`.
+pub async fn bind() -> std::io::Result<Listener> {
+    let mut last = None;
+    for _ in 0..FREE_PORT_TRIES {
+        match bind_port(0).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.expect("tried at least once"))
+}
+
+/// Binds `port` (0: a free one) on both `127.0.0.1` and `[::1]`, or fails: a port another
+/// process holds on either address is refused.
+pub async fn bind_port(port: u16) -> std::io::Result<Listener> {
+    let v4 = TcpListener::bind(("127.0.0.1", port)).await?;
+    let port = v4.local_addr()?.port();
+    let v6 = match TcpListener::bind((std::net::Ipv6Addr::LOCALHOST, port)).await {
+        Ok(l) => Some(l),
+        // No IPv6 loopback on this machine: no process can take [::1] either.
+        Err(e) if no_ipv6(&e) => {
+            tracing::debug!(error = %e, "no IPv6 loopback here; the redirect listens on 127.0.0.1 only");
+            None
+        }
+        Err(e) => {
+            let kind = e.kind();
+            return Err(std::io::Error::new(
+                kind,
+                format!("[::1]:{port} is held by another process ({e})"),
+            ));
+        }
+    };
+    Ok(Listener { v4, v6, port })
+}
+
+/// The errors of binding `[::1]` on a machine without IPv6.
+fn no_ipv6(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EADDRNOTAVAIL) | Some(libc::EAFNOSUPPORT)
+    )
 }
 
 /// Where the redirect is expected, and whether over TLS.
@@ -103,7 +159,7 @@ fn parse(query: &str) -> Redirect {
 /// Serves until one redirect arrives (then answers it with `complete`'s page) or `deadline`
 /// passes. `None` when nobody came back in time.
 pub async fn wait_for_redirect<F, Fut>(
-    listener: TcpListener,
+    listener: Listener,
     endpoint: Endpoint,
     deadline: Duration,
     state: &str,
@@ -121,7 +177,7 @@ where
     let accept = async {
         loop {
             let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
+                Ok(stream) => stream,
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
