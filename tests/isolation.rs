@@ -93,3 +93,63 @@ fn relative_xdg_directories_are_ignored_by_the_client_and_the_daemon_alike() {
     let out = run_with_input(&mut get, input.as_bytes());
     assert!(field(&out, "password").is_some(), "{}", text(&out.stderr));
 }
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A machine whose clock is ahead of Entra's by more than a token's life (a resumed VM, an RTC
+/// in local time) sees every `exp` in the past. The token was due at once, each success reset
+/// the back-off, and the refresher spun (about 290 requests a second, each rotating and
+/// writing the refresh token). Expiry now comes from `expires_in` against the local receive
+/// time: the token is served, with an expiry in the future, and not refreshed again.
+#[test]
+fn a_token_whose_exp_is_past_by_the_local_clock_is_served_without_a_refresh_loop() {
+    let w = World::new();
+    w.entra.set_claims_clock_offset(-3 * 3600);
+    w.login("contoso");
+    let out = w.get("contoso", true);
+    assert!(field(&out, "credential").is_some(), "{}", text(&out.stderr));
+    let expiry: u64 = field(&out, "password_expiry_utc").unwrap().parse().unwrap();
+    assert!(
+        expiry > unix_now() + 3000,
+        "expiry {expiry} from expires_in"
+    );
+    let before = w.entra.stats().token_requests.len();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let during = w.entra.stats().token_requests.len() - before;
+    assert!(during <= 1, "{during} token requests in 3 s");
+}
+
+/// A token whose `expires_in` is tiny is useless on arrival: a failure, with the back-off of
+/// any failure, and never handed to git with an expiry in the past.
+#[test]
+fn a_token_that_expires_on_arrival_is_a_failure_with_back_off() {
+    let w = World::new();
+    w.login("contoso");
+    w.entra
+        .set_token_lifetime(std::time::Duration::from_secs(1));
+    // A new daemon redeems the stored refresh token at once.
+    ok(&w, &w.client(&["stop"], ""), "stop");
+    let before = w.entra.stats().token_requests.len();
+    let out = w.get("contoso", true);
+    if let Some(expiry) = field(&out, "password_expiry_utc") {
+        let expiry: u64 = expiry.parse().unwrap();
+        assert!(expiry > unix_now(), "handed out with an expiry in the past");
+    }
+    assert!(
+        field(&out, "credential").is_none(),
+        "a token of 1 s was served"
+    );
+    assert!(
+        text(&out.stderr).contains("tries again by itself"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let during = w.entra.stats().token_requests.len() - before;
+    assert!(during <= 4, "{during} token requests in about 5 s");
+}

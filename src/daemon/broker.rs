@@ -29,6 +29,11 @@ const STORE_LIMIT: Duration = Duration::from_secs(5);
 const MAX_DENIED_BACKOFF: Duration = Duration::from_secs(300);
 /// Longest a machine identity may take to produce a token (the client waits 45 s).
 const MACHINE_LIMIT: Duration = Duration::from_secs(35);
+/// A token with less life than this on arrival is a failed refresh (with its back-off), not a
+/// token to hand out.
+const MIN_LIFETIME_MS: u64 = 2_000;
+/// No slot is refreshed in the background sooner than this after its previous refresh.
+const MIN_REFRESH_INTERVAL_MS: u64 = 1_000;
 /// A token refused within this time of the previous refusal was its replacement.
 const REPLACEMENT_WINDOW_MS: u64 = 5 * 60 * 1000;
 /// How long `erase` waits for Azure DevOps to say whether it takes the token.
@@ -53,6 +58,13 @@ fn still_valid(st: &SlotState) -> Option<CachedToken> {
         .as_ref()
         .filter(|t| t.expires_ms > now_ms() + schedule::still_valid_ms(t.lifetime_ms()))
         .cloned()
+}
+
+/// When the refresher renews `t`: on its schedule, after any back-off, and never within
+/// [`MIN_REFRESH_INTERVAL_MS`] of the previous refresh.
+fn background_due(t: &CachedToken, st: &SlotState) -> u64 {
+    let interval = st.last_refresh_ms.unwrap_or(0) + MIN_REFRESH_INTERVAL_MS;
+    t.refresh_due_ms().max(st.retry_at_ms).max(interval)
 }
 
 /// A passing failure's message, with when the daemon tries again on its own.
@@ -91,13 +103,17 @@ struct CachedToken {
 }
 
 impl CachedToken {
-    /// Expiry from `expires_in`, but never later than the token's own `exp` claim (our clock
-    /// reads the answer a little after Entra stamped it).
+    /// Expiry from `expires_in` against the local receive time. The token's own `exp` claim
+    /// only shortens it, and only while it is still ahead of our clock: a clock ahead of
+    /// Entra's by more than the token's life sees every `exp` in the past.
     fn new(token: Secret, expires_in: Duration, now: u64) -> CachedToken {
         let by_lifetime = now + expires_in.as_millis() as u64;
-        let expires_ms = match Claims::of(token.expose()).exp {
-            Some(exp) => by_lifetime.min(exp.saturating_mul(1000)).max(now),
-            None => by_lifetime,
+        let expires_ms = match Claims::of(token.expose())
+            .exp
+            .map(|e| e.saturating_mul(1000))
+        {
+            Some(exp) if exp > now => by_lifetime.min(exp),
+            _ => by_lifetime,
         };
         CachedToken {
             token,
@@ -349,7 +365,7 @@ impl Broker {
                     None
                 } else {
                     match &st.token {
-                        Some(t) => Some(t.refresh_due_ms().max(st.retry_at_ms)),
+                        Some(t) => Some(background_due(t, &st)),
                         // No token yet: fetch one now (first start, or after a restart).
                         None if st.failures == 0 => Some(0),
                         None => Some(st.retry_at_ms),
@@ -387,7 +403,7 @@ impl Broker {
             let st = slot.state.lock().unwrap();
             if let Some(t) = &st.token {
                 let fresh_enough = if background {
-                    now < t.refresh_due_ms().max(st.retry_at_ms)
+                    now < background_due(t, &st)
                 } else {
                     t.usable(now)
                 };
@@ -423,7 +439,7 @@ impl Broker {
                     )))
                 });
             return match result {
-                Ok(set) => Ok(self.install(slot, set, false).await),
+                Ok(set) => self.install(slot, set, false).await,
                 Err(e) if e.is_transient() => Err(self.failed(slot, ErrorKind::Unavailable, &e)),
                 Err(e) => Err(self.failed(slot, ErrorKind::Misconfigured, &e)),
             };
@@ -466,7 +482,7 @@ impl Broker {
         match result {
             Ok(set) => {
                 crashpoint::reached(crashpoint::AFTER_RESPONSE);
-                Ok(self.install(slot, set, claims.is_some()).await)
+                self.install(slot, set, claims.is_some()).await
             }
             Err(EntraError::SignInRequired(m)) => {
                 tracing::warn!(account = %slot.id, reason = %m, "sign-in required");
@@ -535,8 +551,14 @@ impl Broker {
         err(kind, with_next_try(kind, &message, wait))
     }
 
-    /// Persists the rotated refresh token, then publishes the new access token.
-    async fn install(&self, slot: &Arc<Slot>, set: TokenSet, used_claims: bool) -> CachedToken {
+    /// Persists the rotated refresh token, then publishes the new access token, unless it is
+    /// useless on arrival ([`MIN_LIFETIME_MS`]): that is a failure, backed off as any other.
+    async fn install(
+        &self,
+        slot: &Arc<Slot>,
+        set: TokenSet,
+        used_claims: bool,
+    ) -> Result<CachedToken, Response> {
         let now = now_ms();
         let mut outcome = "ok".to_string();
         // A retired slot (logged out, or replaced by a new sign-in) must not write to the
@@ -561,6 +583,14 @@ impl Broker {
         if used_claims {
             st.claims = None;
         }
+        if cached.lifetime_ms() < MIN_LIFETIME_MS {
+            drop(st);
+            let e = EntraError::Transient(format!(
+                "the new access token expires {} ms after it arrived, too soon to use",
+                cached.lifetime_ms()
+            ));
+            return Err(self.failed(slot, ErrorKind::Unavailable, &e));
+        }
         st.token = Some(cached.clone());
         st.needs_login = None;
         st.last_error = None;
@@ -571,7 +601,7 @@ impl Broker {
         drop(st);
         slot.wake.notify_one();
         tracing::info!(account = %slot.id, expires_in_s = (cached.lifetime_ms() / 1000), "access token ready");
-        cached
+        Ok(cached)
     }
 
     /// Answers `get`: the cached token when usable, else one shared refresh.
@@ -1797,7 +1827,8 @@ impl WhoError {
 fn token_response(t: &CachedToken) -> Response {
     Response::Token {
         token: t.token.clone(),
-        expires_at: t.expires_ms / 1000,
+        // Rounded up: never a second in the past.
+        expires_at: t.expires_ms.div_ceil(1000),
         // The server chooses the answer for the git asking (`gits.rs`).
         scheme: Default::default(),
     }

@@ -193,6 +193,9 @@ struct Settings {
     /// With [`MockEntra::set_token_lifetime_range`]: each token's lifetime is drawn from
     /// `token_lifetime..=this`, in whole seconds, as Entra varies them (60–90 minutes).
     token_lifetime_max: Option<Duration>,
+    /// Seconds added to the `iat`, `nbf` and `exp` claims of new access tokens: Entra's clock
+    /// against the client's (negative: the client's clock is ahead).
+    claims_clock_offset: i64,
     device_code_lifetime: Duration,
     authorize_outcome: AuthorizeOutcome,
     auth_code_lifetime: Duration,
@@ -209,6 +212,7 @@ impl Default for Settings {
             refuse_refresh: None,
             token_lifetime: Duration::from_secs(3600),
             token_lifetime_max: None,
+            claims_clock_offset: 0,
             device_code_lifetime: Duration::from_secs(900),
             authorize_outcome: AuthorizeOutcome::Approve,
             auth_code_lifetime: Duration::from_secs(600),
@@ -236,6 +240,11 @@ struct State {
 }
 
 impl State {
+    /// A Unix time as the claims show it (see [`MockEntra::set_claims_clock_offset`]).
+    fn skewed(&self, t: u64) -> u64 {
+        t.saturating_add_signed(self.cfg.claims_clock_offset)
+    }
+
     /// Lifetime of the token being issued: the configured one, or the one drawn for this
     /// request from the configured range.
     fn lifetime(&mut self) -> Duration {
@@ -464,6 +473,12 @@ impl MockEntra {
             s.cfg.token_lifetime = min;
             s.cfg.token_lifetime_max = Some(max);
         })
+    }
+    /// Shifts the `iat`, `nbf` and `exp` claims of new access tokens by `secs`, as a client
+    /// whose clock is `-secs` ahead of Entra's sees them (a resumed VM, an RTC in local time).
+    /// `expires_in` and what Azure DevOps accepts are unchanged.
+    pub fn set_claims_clock_offset(&self, secs: i64) {
+        self.with(|s| s.cfg.claims_clock_offset = secs)
     }
     /// Lifetime of new access tokens (default 3600 s).
     pub fn set_token_lifetime(&self, lifetime: Duration) {
@@ -852,7 +867,7 @@ impl State {
         let header = json!({"typ": "JWT", "alg": "RS256", "kid": "mock"});
         let mut payload = json!({
             "aud": aud, "iss": format!("https://sts.windows.net/{tid}/"),
-            "iat": now, "nbf": now, "exp": info.exp, "app_displayname": app.display_name,
+            "iat": self.skewed(now), "nbf": self.skewed(now), "exp": self.skewed(info.exp), "app_displayname": app.display_name,
             "appid": app.client_id, "appidacr": acr, "idp": format!("https://sts.windows.net/{tid}/"),
             "idtyp": "app", "oid": app.object_id, "sub": app.object_id, "tid": tid, "ver": "1.0",
         });
@@ -1095,7 +1110,7 @@ impl State {
         let header = json!({"typ": "JWT", "alg": "RS256", "kid": "mock"});
         let payload = json!({
             "aud": aud, "iss": format!("https://sts.windows.net/{tid}/"),
-            "iat": now, "nbf": now, "exp": info.exp, "name": user.name, "upn": user.upn,
+            "iat": self.skewed(now), "nbf": self.skewed(now), "exp": self.skewed(info.exp), "name": user.name, "upn": user.upn,
             "unique_name": user.upn, "oid": info.oid, "tid": tid,
             "scp": "user_impersonation", "appid": client_id, "ver": "1.0",
         });
