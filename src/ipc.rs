@@ -257,6 +257,9 @@ pub struct StatusView {
     pub pid: u32,
     pub store: String,
     pub orgs: Vec<OrgStatus>,
+    /// Machine identities (one per identity and set of job variables) held in memory now.
+    #[serde(default)]
+    pub machine_identities: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -522,6 +522,7 @@ fn write_ipc_seeds() {
                 last_refresh_outcome: Some("ok".into()),
                 refresh_token_store: "secret-service".into(),
             }],
+            machine_identities: 2,
         }),
     );
     response(

@@ -153,3 +153,164 @@ fn a_token_that_expires_on_arrival_is_a_failure_with_back_off() {
     let during = w.entra.stats().token_requests.len() - before;
     assert!(during <= 4, "{during} token requests in about 5 s");
 }
+
+/// Sends one request straight to the daemon's socket, as any process of the user can, and
+/// returns its answer.
+fn raw(
+    w: &World,
+    request: git_credential_azdo::ipc::Request,
+) -> git_credential_azdo::ipc::Response {
+    use git_credential_azdo::ipc::{self, RequestEnvelope};
+    let env = RequestEnvelope {
+        protocol: ipc::PROTOCOL,
+        version: ipc::PACKAGE_VERSION.into(),
+        request,
+    };
+    let s = std::os::unix::net::UnixStream::connect(w.runtime_dir().join("daemon.sock")).unwrap();
+    ipc::write_message(&s, &env).unwrap();
+    ipc::read_message(std::io::BufReader::new(&s)).unwrap()
+}
+
+/// A `get` for `org` with these identity variables, straight to the socket.
+fn raw_get(w: &World, org: &str, vars: &[(&str, &str)]) -> git_credential_azdo::ipc::Response {
+    let env = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), git_credential_azdo::secret::Secret::new(*v)))
+        .collect();
+    raw(
+        w,
+        git_credential_azdo::ipc::Request::Get {
+            org: org.into(),
+            env,
+            authtype: false,
+            git: None,
+        },
+    )
+}
+
+fn is_token(r: &git_credential_azdo::ipc::Response) -> bool {
+    matches!(r, git_credential_azdo::ipc::Response::Token { .. })
+}
+
+/// The daemon's resident memory, in KiB.
+fn daemon_rss_kib(w: &World) -> u64 {
+    let pid = w.daemon_pid().expect("a daemon");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn status_json(w: &World) -> serde_json::Value {
+    let out = w.client(&["status", "--json"], "");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out.stderr)))
+}
+
+/// A world whose default identity is a service principal, with the daemon running.
+fn service_principal_world() -> World {
+    let w = World::new();
+    w.entra.add_app(APP, Some("s3cret-value"));
+    configure_identity(&w, "kind = \"service-principal\"");
+    ok(&w, &w.client(&["status"], ""), "status");
+    w
+}
+
+const SP_VARS: [(&str, &str); 3] = [
+    ("AZURE_TENANT_ID", MockEntra::HOME_TENANT),
+    ("AZURE_CLIENT_ID", APP),
+    ("AZURE_CLIENT_SECRET", "s3cret-value"),
+];
+
+/// The daemon checks the organization a request names as the client's policy does; it
+/// accepted anything, newlines included, and served it with the default identity.
+#[test]
+fn an_organization_name_the_client_would_refuse_is_refused_by_the_daemon_too() {
+    let w = service_principal_world();
+    assert!(is_token(&raw_get(&w, "contoso", &SP_VARS)));
+    for bad in ["con\ntoso", "", "-contoso", "a/b", &"x".repeat(51)] {
+        match raw_get(&w, bad, &SP_VARS) {
+            git_credential_azdo::ipc::Response::Error { error, message } => {
+                assert_eq!(
+                    error,
+                    git_credential_azdo::ipc::ErrorKind::BadRequest,
+                    "{bad:?}"
+                );
+                assert!(
+                    message.contains("not an Azure DevOps organization name"),
+                    "{message}"
+                );
+            }
+            other => panic!("{bad:?} was answered: {:?}", std::mem::discriminant(&other)),
+        }
+    }
+}
+
+/// With a default identity, every organization name a caller invents was remembered for the
+/// daemon's life (50,000 of them: 6 MiB to 36 MiB, and a 20 MB `status`). The daemon now keeps
+/// the most recently served few hundred.
+#[test]
+fn organizations_served_by_a_default_identity_are_remembered_in_a_bounded_number() {
+    let w = service_principal_world();
+    for i in 0..3000 {
+        assert!(
+            is_token(&raw_get(&w, &format!("org-{i}"), &SP_VARS)),
+            "org-{i}"
+        );
+    }
+    let status = status_json(&w);
+    let orgs = status["orgs"].as_array().unwrap();
+    assert!(orgs.len() <= 256, "{} organizations in status", orgs.len());
+    assert!(
+        orgs.iter().any(|o| o["org"] == "org-2999"),
+        "the latest is remembered"
+    );
+}
+
+/// Each build job brings its own secret, so each gets a slot of its own. Those slots lived, and
+/// renewed their tokens with the job's secret, for the daemon's life. Now a slot nobody used
+/// for 30 minutes is dropped (3 s here: the debug-only simulation scale runs the schedule 600
+/// times faster), with no renewal after its job is gone: a thousand jobs leave nothing behind.
+#[test]
+fn a_thousand_jobs_with_their_own_secrets_leave_nothing_behind() {
+    let mut w = World::new();
+    w.set_env("GIT_CREDENTIAL_AZDO_SIMULATE", "scale=600");
+    w.set_env("GIT_CREDENTIAL_AZDO_LOG", "info");
+    w.entra
+        .set_token_lifetime(std::time::Duration::from_secs(12));
+    configure_identity(&w, "kind = \"service-principal\"");
+    ok(&w, &w.client(&["status"], ""), "status");
+    let jobs = 1000;
+    let mut rss_at_200 = 0;
+    for i in 0..jobs {
+        let app = format!("6a1e3b52-2f0c-4d3e-9a7b-{i:012x}");
+        let secret = format!("job-secret-{i:04}-{}", "s".repeat(24));
+        w.entra.add_app(&app, Some(&secret));
+        let vars = [
+            ("AZURE_TENANT_ID", MockEntra::HOME_TENANT),
+            ("AZURE_CLIENT_ID", app.as_str()),
+            ("AZURE_CLIENT_SECRET", secret.as_str()),
+        ];
+        assert!(is_token(&raw_get(&w, "contoso", &vars)), "job {i}");
+        if i == 200 {
+            rss_at_200 = daemon_rss_kib(&w);
+        }
+    }
+    assert_eq!(
+        w.entra.stats().client_credentials_ok,
+        jobs,
+        "one token a job"
+    );
+    // Past the tokens' renewal time (12 s tokens): nothing was renewed for jobs that are gone,
+    // and, past the idle time, every job's slot is gone.
+    std::thread::sleep(std::time::Duration::from_secs(14));
+    assert_eq!(
+        w.entra.stats().client_credentials_ok,
+        jobs,
+        "renewed after the jobs"
+    );
+    assert_eq!(status_json(&w)["machine_identities"], 0);
+    let growth = daemon_rss_kib(&w).saturating_sub(rss_at_200);
+    assert!(
+        growth < 4096,
+        "the daemon grew by {growth} KiB over 800 jobs"
+    );
+}

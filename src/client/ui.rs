@@ -544,6 +544,13 @@ pub fn status_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
         "daemon {} (pid {}); refresh tokens: {}",
         view.daemon_version, view.pid, view.store
     );
+    if view.machine_identities > 0 {
+        let _ = writeln!(
+            out,
+            "machine identities in memory: {} (each dropped after 30 minutes unused)",
+            view.machine_identities
+        );
+    }
     if view.orgs.is_empty() {
         let _ = writeln!(
             out,

@@ -12,6 +12,7 @@ use super::entra::{Entra, EntraError, TokenSet};
 use super::identity::MachineIdentity;
 use super::legacy::{self, Vssps};
 use super::loopback::{self, Redirect};
+use super::recent::Recent;
 use super::schedule;
 use super::store::{AccountRecord, AppRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
@@ -20,6 +21,7 @@ use crate::policy;
 use crate::secret::Secret;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc, watch};
@@ -34,6 +36,12 @@ const MACHINE_LIMIT: Duration = Duration::from_secs(35);
 const MIN_LIFETIME_MS: u64 = 2_000;
 /// No slot is refreshed in the background sooner than this after its previous refresh.
 const MIN_REFRESH_INTERVAL_MS: u64 = 1_000;
+/// Organizations remembered as served by machine identities (the least recently served is
+/// forgotten first).
+const MAX_MACHINE_ORGS: usize = 256;
+/// Machine-identity slots (one per identity and set of job variables) kept at once; past it the
+/// least recently used is dropped.
+const MAX_MACHINE_SLOTS: usize = 256;
 /// A token refused within this time of the previous refusal was its replacement.
 const REPLACEMENT_WINDOW_MS: u64 = 5 * 60 * 1000;
 /// How long `erase` waits for Azure DevOps to say whether it takes the token.
@@ -194,6 +202,18 @@ struct Slot {
     state: Mutex<SlotState>,
     refresh_lock: tokio::sync::Mutex<()>,
     wake: Notify,
+    /// When a `get` last used it (machine identities: idle ones are dropped).
+    last_used_ms: AtomicU64,
+}
+
+impl Slot {
+    fn touch(&self) {
+        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn is_machine(&self) -> bool {
+        matches!(self.source, Source::Machine(_))
+    }
 }
 
 type FlowOutcome = Result<(String, AccountView), (ErrorKind, String)>;
@@ -223,8 +243,11 @@ pub struct Broker {
     config: Config,
     /// Persistent records; held only by writers (sign-in, logout, discovery).
     records: tokio::sync::Mutex<Records>,
-    /// Organization → account id, for the hot path.
+    /// Organization → account id of the signed-in accounts, for the hot path.
     index: RwLock<HashMap<String, String>>,
+    /// Organization → machine-identity slot id, for the organizations machine identities
+    /// served lately (`erase`, `status`); any caller can name an organization, so it is bounded.
+    machine_orgs: Mutex<Recent<String, String>>,
     /// Account id → its tokens. Every account in the records has a slot.
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     flows: Mutex<HashMap<String, watch::Receiver<FlowResult>>>,
@@ -268,6 +291,7 @@ impl Broker {
             config,
             records: tokio::sync::Mutex::new(records.clone()),
             index: RwLock::new(index),
+            machine_orgs: Mutex::new(Recent::new(MAX_MACHINE_ORGS)),
             slots: Mutex::default(),
             flows: Mutex::default(),
             pastes: Mutex::default(),
@@ -313,6 +337,7 @@ impl Broker {
             state: Mutex::new(state),
             refresh_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
+            last_used_ms: AtomicU64::new(now_ms()),
         });
         if let Some(old) = self
             .slots
@@ -344,14 +369,29 @@ impl Broker {
             .is_some_and(|c| Arc::ptr_eq(c, slot))
     }
 
+    /// The slot of the account signed in for `org`, else of the machine identity that served
+    /// it last.
     fn slot_for_org(&self, org: &str) -> Option<Arc<Slot>> {
-        let id = self
-            .index
-            .read()
-            .unwrap()
-            .get(&org.to_ascii_lowercase())
-            .cloned()?;
+        let org = org.to_ascii_lowercase();
+        let id = self.index.read().unwrap().get(&org).cloned();
+        let id = id.or_else(|| self.machine_orgs.lock().unwrap().get(&org).cloned())?;
         self.slots.lock().unwrap().get(&id).cloned()
+    }
+
+    /// Drops a machine identity's slot (idle, or the least recently used past the limit): its
+    /// token and the variables it came with are gone, and its refresher stops.
+    fn drop_machine_slot(&self, slot: &Arc<Slot>, why: &str) {
+        let mut slots = self.slots.lock().unwrap();
+        if slots.get(&slot.id).is_some_and(|c| Arc::ptr_eq(c, slot)) {
+            slots.remove(&slot.id);
+        }
+        drop(slots);
+        self.machine_orgs
+            .lock()
+            .unwrap()
+            .retain(|id| *id != slot.id);
+        slot.wake.notify_one();
+        tracing::info!(account = %slot.id, why, "machine identity dropped");
     }
 
     /// Keeps one account's token fresh: refresh on its schedule (`schedule.rs`), retry failures
@@ -359,6 +399,15 @@ impl Broker {
     async fn refresher(self: Arc<Self>, slot: Arc<Slot>) {
         let mut shutdown = self.shutdown.clone();
         loop {
+            // A machine identity nobody asked for lately is dropped, never renewed: its job
+            // (and its variables) may be long gone.
+            let idle_until = slot
+                .is_machine()
+                .then(|| slot.last_used_ms.load(Ordering::Relaxed) + schedule::machine_idle_ms());
+            if idle_until.is_some_and(|t| t <= now_ms()) {
+                self.drop_machine_slot(&slot, "idle");
+                return;
+            }
             let due = {
                 let st = slot.state.lock().unwrap();
                 if st.needs_login.is_some() {
@@ -372,7 +421,11 @@ impl Broker {
                     }
                 }
             };
-            let sleep = match due {
+            let wake_at = match (due, idle_until) {
+                (Some(d), Some(i)) => Some(d.min(i)),
+                (d, i) => d.or(i),
+            };
+            let sleep = match wake_at {
                 Some(d) => {
                     Duration::from_millis(d.saturating_sub(now_ms())).min(schedule::max_sleep())
                 }
@@ -703,10 +756,11 @@ impl Broker {
         let name = self.config.identity_for(org)?.to_string();
         let slot = self.identity_slot(&name, org, env);
         if let Ok(s) = &slot {
-            self.index
-                .write()
+            s.touch();
+            self.machine_orgs
+                .lock()
                 .unwrap()
-                .insert(org.to_ascii_lowercase(), s.id.clone());
+                .put(org.to_ascii_lowercase(), s.id.clone());
         }
         Some(slot)
     }
@@ -756,6 +810,7 @@ impl Broker {
                 match raced {
                     Some(s) => s,
                     None => {
+                        self.make_room_for_a_machine_slot();
                         tracing::info!(org, identity = %identity.describe(), "using a machine identity");
                         let tenant = identity.tenant().to_string();
                         self.new_slot(
@@ -769,6 +824,29 @@ impl Broker {
             }
         };
         Ok(slot)
+    }
+
+    /// Drops the least recently used machine-identity slots while there are
+    /// [`MAX_MACHINE_SLOTS`] or more.
+    fn make_room_for_a_machine_slot(&self) {
+        loop {
+            let machines: Vec<Arc<Slot>> = self
+                .slots
+                .lock()
+                .unwrap()
+                .values()
+                .filter(|s| s.is_machine())
+                .cloned()
+                .collect();
+            if machines.len() < MAX_MACHINE_SLOTS {
+                return;
+            }
+            let oldest = machines
+                .iter()
+                .min_by_key(|s| s.last_used_ms.load(Ordering::Relaxed))
+                .expect("at least one");
+            self.drop_machine_slot(oldest, "the least recently used of too many");
+        }
     }
 
     /// Answers `erase`: git says Azure DevOps refused the token we gave it. A claims challenge
@@ -1493,15 +1571,17 @@ impl Broker {
                 refresh_token_store: self.store.describe(),
             });
         }
-        // Organizations served by a machine identity (from the configuration, not records).
-        let machine: Vec<(String, String)> = self
-            .index
-            .read()
+        // Organizations served lately by a machine identity (from the configuration, not
+        // records).
+        let mut machine: Vec<(String, String)> = self
+            .machine_orgs
+            .lock()
             .unwrap()
-            .iter()
+            .entries()
             .filter(|(org, _)| !records.orgs.contains_key(*org))
             .map(|(o, id)| (o.clone(), id.clone()))
             .collect();
+        machine.sort();
         for (org, id) in machine {
             let Some(slot) = self.slots.lock().unwrap().get(&id).cloned() else {
                 continue;
@@ -1528,11 +1608,19 @@ impl Broker {
                 refresh_token_store: "none (machine identity: no refresh token)".into(),
             });
         }
+        let machine_identities = self
+            .slots
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.is_machine())
+            .count();
         Response::Status(StatusView {
             daemon_version: crate::ipc::PACKAGE_VERSION.into(),
             pid: std::process::id(),
             store: self.store.describe(),
             orgs,
+            machine_identities,
         })
     }
 }
@@ -1590,7 +1678,10 @@ impl Broker {
             .filter(|(_, o)| o.identity.is_some())
             .map(|(name, _)| name.to_ascii_lowercase())
             .collect();
-        let served: Vec<String> = self.index.read().unwrap().keys().cloned().collect();
+        let served: Vec<String> = {
+            let machine = self.machine_orgs.lock().unwrap();
+            machine.entries().map(|(org, _)| org.clone()).collect()
+        };
         for org in served {
             if self.config.identity_for(&org).is_some() {
                 machine_orgs.push(org);

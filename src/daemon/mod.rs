@@ -10,6 +10,7 @@ mod gits;
 mod identity;
 mod legacy;
 mod loopback;
+mod recent;
 mod schedule;
 mod server;
 pub mod store;

@@ -94,6 +94,12 @@ pub fn backoff_ms(failures: u32) -> u64 {
     fixed((1000u64 << failures.min(6)).min(60_000))
 }
 
+/// How long a machine identity's slot lives without a `get`: 30 minutes. Then it is dropped
+/// with its token and the job variables it came with, and never renewed in the background.
+pub fn machine_idle_ms() -> u64 {
+    fixed(30 * 60_000)
+}
+
 /// The longest the refresher sleeps, so that a laptop that was suspended (tokio's timers do
 /// not count suspended time) renews soon after it resumes.
 pub fn max_sleep() -> Duration {

@@ -132,7 +132,33 @@ fn bad_request(e: ipc::IpcError) -> Response {
     }
 }
 
+/// The organization a request names, when it is not one Azure DevOps could have: checked as
+/// the client's policy checks it, so no caller makes the daemon remember (or log) anything else.
+fn invalid_org(req: &Request) -> Option<&str> {
+    let org = match req {
+        Request::Get { org, .. } | Request::Erase { org, .. } | Request::LoginStart { org, .. } => {
+            org
+        }
+        Request::Logout { org: Some(org) } => org,
+        _ => return None,
+    };
+    (!crate::policy::valid_org(org)).then_some(org.as_str())
+}
+
 async fn dispatch(req: Request, broker: &Arc<Broker>, gits: &Gits) -> (Response, bool) {
+    if let Some(org) = invalid_org(&req) {
+        let shown: String = org.chars().take(60).collect();
+        let message = format!(
+            "{shown:?} is not an Azure DevOps organization name (letters, digits, '-' and '_', at most 50)"
+        );
+        return (
+            Response::Error {
+                error: ErrorKind::BadRequest,
+                message,
+            },
+            false,
+        );
+    }
     let r = match req {
         Request::Get {
             org,
