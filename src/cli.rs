@@ -125,9 +125,18 @@ pub fn daemon_command() -> clap::Command {
         )
         .long_about(
             "The per-user daemon of git-credential-azdo. The client starts it on demand (or \
-             systemd or launchd does); it holds access tokens in memory and refresh tokens in the \
-             OS keyring or the file store, refreshes them ahead of expiry, and makes every \
-             network call. It takes no arguments; the configuration file and the environment \
-             (GIT_CREDENTIAL_AZDO_LOG, AZURE_AUTHORITY_HOST, HTTPS_PROXY, ...) set it up.",
+             systemd, launchd or a Kubernetes sidecar does, with --service); it holds access \
+             tokens in memory and refresh tokens in the OS keyring or the file store, refreshes \
+             them ahead of expiry, and makes every network call. Started on demand, it takes its \
+             settings from the configuration file only, and a machine identity from each \
+             request's variables; as a service, its own environment (AZURE_AUTHORITY_HOST, \
+             HTTPS_PROXY, SSL_CERT_FILE, the AZURE_* identity variables, \
+             GIT_CREDENTIAL_AZDO_CONFIG) is honoured too.",
+        )
+        .arg(
+            clap::Arg::new("service")
+                .long("service")
+                .action(clap::ArgAction::SetTrue)
+                .help("Run as a service: honour this process's environment (see above)"),
         )
 }

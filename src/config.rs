@@ -87,9 +87,14 @@ pub struct Config {
     pub client_id: Option<String>,
     /// Entra authority host; `AZURE_AUTHORITY_HOST` wins over it.
     pub authority_host: Option<String>,
-    /// HTTPS proxy for the daemon's requests (a daemon started by systemd or launchd does not
-    /// see the shell's `HTTPS_PROXY`); without it, `HTTPS_PROXY`/`NO_PROXY` apply.
+    /// HTTPS proxy for the daemon's requests. A daemon the client starts takes no proxy from
+    /// anyone's environment; a service (`--service`) without it uses `HTTPS_PROXY`/`NO_PROXY`.
     pub proxy: Option<String>,
+    /// Hosts `proxy` is not used for (`NO_PROXY`'s syntax: `127.0.0.1,.corp.example`).
+    pub no_proxy: Option<String>,
+    /// A PEM file of root certificates trusted beside the operating system's (a TLS-inspecting
+    /// proxy's root, where it is not in the OS store).
+    pub ssl_cert_file: Option<String>,
     /// The legacy Azure DevOps OAuth service, for apps registered at app.vsaex.visualstudio.com.
     pub legacy_oauth_url: Option<String>,
     /// Seconds the daemon waits for one answer from Entra ID or Azure DevOps; see
@@ -184,7 +189,9 @@ impl Config {
         self.client_id.as_deref().unwrap_or(DEFAULT_CLIENT_ID)
     }
 
-    /// `AZURE_AUTHORITY_HOST`, else the file's `authority_host`, else the public cloud.
+    /// `AZURE_AUTHORITY_HOST` (which a daemon started on demand forgets: see `launch`), else
+    /// the file's `authority_host`, else the public cloud. People's sign-ins are recorded with
+    /// it and always refreshed there.
     pub fn authority(&self) -> String {
         std::env::var("AZURE_AUTHORITY_HOST")
             .ok()

@@ -8,8 +8,10 @@ use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 
-/// The environment variables that configure machine identities, sent with each `get`.
-pub const IDENTITY_VARS: [&str; 15] = [
+/// The environment variables that configure machine identities, sent with each `get`
+/// (`AZURE_AUTHORITY_HOST`: a machine identity's authority, which must be https).
+pub const IDENTITY_VARS: [&str; 16] = [
+    "AZURE_AUTHORITY_HOST",
     "AZURE_TENANT_ID",
     "AZURE_CLIENT_ID",
     "AZURE_CLIENT_SECRET",

@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod ipc;
+pub mod launch;
 pub mod paths;
 pub mod policy;
 pub mod protocol;

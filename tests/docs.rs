@@ -134,14 +134,21 @@ fn prepare(w: &World, doc: &str, fill: &[(&str, &str)]) -> (String, Vec<(String,
 }
 
 /// Runs the script the way a CI step does (`bash -e`), in a fresh clone directory, with the
-/// configuration the user's home would start with: only the mock's host listed.
+/// configuration the user's home would start with: the mock's host listed, and what stands in
+/// for the machine's own setup (the mocks' authority, their CA as the trust store would hold
+/// it, and a dead proxy for anything that is not on loopback).
 fn run(w: &World, script: &str, env: &[(String, String)]) -> Output {
     let home = w.path("home");
     let cfg = home.join(".config/git-credential-azdo");
     std::fs::create_dir_all(&cfg).unwrap();
     std::fs::write(
         cfg.join("config.toml"),
-        format!("hosts = [\"{}\"]\n", w.ado.host()),
+        format!(
+            "hosts = [\"{}\"]\nauthority_host = \"{}\"\nssl_cert_file = \"{}\"\nproxy = \"http://127.0.0.1:9\"\nno_proxy = \"127.0.0.1,localhost\"\n",
+            w.ado.host(),
+            w.entra.url(),
+            w.ca.ca_path().display()
+        ),
     )
     .unwrap();
     let work = w.path("job");

@@ -80,7 +80,9 @@ fn start_agent(w: &World, dir: &Path, i: usize, simulate: &str) -> Agent {
     .unwrap();
     let log = std::fs::File::create(home.join("daemon.log")).unwrap();
     let mut c = w.command(env!("CARGO_BIN_EXE_git-credential-azdo-daemon"));
-    c.env("HOME", &home)
+    // Started as a service: its environment (the mocks' authority and CA) is honoured.
+    c.arg("--service")
+        .env("HOME", &home)
         .env("XDG_RUNTIME_DIR", home.join("run"))
         .env("XDG_DATA_HOME", home.join("data"))
         .env("XDG_STATE_HOME", home.join("state"))

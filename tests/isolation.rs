@@ -314,3 +314,217 @@ fn a_thousand_jobs_with_their_own_secrets_leave_nothing_behind() {
         "the daemon grew by {growth} KiB over 800 jobs"
     );
 }
+
+/// A listener that records whatever connects to it (a step's "OIDC endpoint" over plain http).
+struct Trap {
+    listener: std::net::TcpListener,
+}
+
+impl Trap {
+    fn new() -> Trap {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        Trap { listener }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listener.local_addr().unwrap())
+    }
+
+    /// What the first connection sent, if anything connected.
+    fn caught(&self) -> Option<String> {
+        use std::io::Read;
+        let (mut s, _) = self.listener.accept().ok()?;
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let mut buf = vec![0; 4096];
+        let n = s.read(&mut buf).unwrap_or(0);
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+}
+
+/// A `get` for contoso through the real client, as a build step with these variables (and no
+/// others from the world) runs it.
+fn step_get(w: &World, vars: &[(&str, &str)]) -> std::process::Output {
+    let mut c = w.command(CLIENT);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c.arg("get");
+    let input = format!(
+        "protocol=https\nhost={}\npath=contoso/p/_git/r\n\n",
+        w.ado.host()
+    );
+    run_with_input(&mut c, input.as_bytes())
+}
+
+/// Three steps of one build agent share the daemon the first one started. A variable a
+/// request does not carry used to fall back to the daemon's environment, which the client had
+/// started with the first step's whole environment: step B, with no identity variables, was
+/// served as step A, and step C, naming only its own OIDC URL, received step A's job token
+/// there over plain http. Now each request is resolved from its own variables alone, the
+/// client starts the daemon without any, and OIDC request URLs must be https.
+#[test]
+fn a_build_step_is_served_with_its_own_variables_only() {
+    let w = World::new();
+    let sub = "sc://contoso/web/agent-connection";
+    w.entra.add_federated_app(APP, sub);
+    let (oidc, seen) = common::oidc::oidc_provider(&w, "job-token-of-step-a", sub, |jwt| {
+        format!(r#"{{"oidcToken":"{jwt}"}}"#)
+    });
+    configure_identity(
+        &w,
+        "kind = \"workload-identity\"\nservice_connection_id = \"c0ffee00-0000-4000-8000-000000000001\"",
+    );
+    let oidc_url = format!(
+        "https://{}/contoso/_apis/distributedtask/hubs/build/plans/p/jobs/j/oidctoken",
+        oidc.addr()
+    );
+    let a = [
+        ("AZURE_TENANT_ID", MockEntra::HOME_TENANT),
+        ("AZURE_CLIENT_ID", APP),
+        ("SYSTEM_OIDCREQUESTURI", oidc_url.as_str()),
+        ("SYSTEM_ACCESSTOKEN", "job-token-of-step-a"),
+    ];
+    // Step A starts the daemon and is served.
+    assert_eq!(w.daemon_pid(), None);
+    let out = step_get(&w, &a);
+    assert!(
+        field(&out, "password").is_some(),
+        "{}\n{}",
+        text(&out.stderr),
+        w.log()
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // The daemon it started holds none of step A's variables.
+    let pid = w.daemon_pid().unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let environ = String::from_utf8_lossy(&environ);
+    for (k, _) in &a {
+        assert!(
+            !environ.contains(&format!("{k}=")),
+            "the daemon was started with {k}"
+        );
+    }
+    // Step B brings no identity variables: no token, one line saying what is missing.
+    let out = step_get(&w, &[]);
+    assert!(
+        out.stdout.is_empty(),
+        "step B was served with step A's identity"
+    );
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("AZURE_TENANT_ID"), "{err}");
+    // Step C names only its own OIDC URL, over plain http: nothing reaches it.
+    let trap = Trap::new();
+    let out = step_get(&w, &[("SYSTEM_OIDCREQUESTURI", &trap.url("/steal"))]);
+    assert!(out.stdout.is_empty());
+    assert_eq!(trap.caught(), None, "step C's URL was sent a request");
+    // Even with all of its own variables, an http OIDC URL gets nothing: one clear line.
+    let mut c = a;
+    let steal = trap.url("/steal");
+    c[2] = ("SYSTEM_OIDCREQUESTURI", steal.as_str());
+    c[3] = ("SYSTEM_ACCESSTOKEN", "job-token-of-step-c");
+    w.secret(common::SecretKind::CiJobToken, "job-token-of-step-c");
+    let out = step_get(&w, &c);
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("SYSTEM_OIDCREQUESTURI must be an https URL"),
+        "{err}"
+    );
+    assert!(err.contains("nothing was sent"), "{err}");
+    assert_eq!(trap.caught(), None, "a job token went to an http URL");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "only step A asked the OIDC provider"
+    );
+}
+
+/// The same for a managed identity's endpoint: https, or Azure's own http endpoints on the
+/// machine (loopback, IMDS's address), never http elsewhere.
+#[test]
+fn an_identity_endpoint_off_the_machine_over_http_gets_nothing() {
+    let w = World::new();
+    configure_identity(&w, "kind = \"managed-identity\"");
+    let out = step_get(
+        &w,
+        &[
+            ("IDENTITY_ENDPOINT", "http://10.0.0.1/msi/token"),
+            ("IDENTITY_HEADER", "header-secret-value-123"),
+        ],
+    );
+    w.secret(
+        common::SecretKind::IdentityHeader,
+        "header-secret-value-123",
+    );
+    assert!(out.stdout.is_empty());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("IDENTITY_ENDPOINT must be an https URL"),
+        "{err}"
+    );
+}
+
+/// A person's sign-in is refreshed where it was made. The daemon used to redeem stored
+/// refresh tokens at whatever authority its starter's environment named: `status` from a shell
+/// with `AZURE_AUTHORITY_HOST=http://127.0.0.1:PORT` posted the refresh token in clear text to
+/// that port and stored what came back, destroying the sign-in. Neither that variable nor a
+/// later change of the configuration moves an account; an authority that is not https is
+/// refused.
+#[test]
+fn a_sign_in_is_refreshed_only_at_the_authority_it_was_made_at() {
+    let w = World::new();
+    w.login("contoso");
+    ok(&w, &w.client(&["stop"], ""), "stop");
+    let refreshed = w.entra.stats().refresh_ok;
+    // A shell with another authority (and proxy, and trust roots) starts the next daemon.
+    let trap = Trap::new();
+    let mut status = w.command(CLIENT);
+    status
+        .env("AZURE_AUTHORITY_HOST", trap.url(""))
+        .env("HTTPS_PROXY", trap.url(""))
+        .env("SSL_CERT_FILE", "/dev/null")
+        .arg("status");
+    let out = run_with_input(&mut status, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        common::harness::wait_until(std::time::Duration::from_secs(10), || {
+            w.entra.stats().refresh_ok > refreshed
+        }),
+        "the account was not refreshed at its own authority\n{}",
+        w.log()
+    );
+    assert_eq!(
+        trap.caught(),
+        None,
+        "the refresh token went to the shell's authority"
+    );
+    // The configuration names another authority now: the account stays with its own.
+    let other = common::MockEntra::start(&w.ca);
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    let cfg = cfg.replace(&w.entra.url(), &other.url());
+    std::fs::write(w.config_path(), cfg).unwrap();
+    ok(&w, &w.client(&["stop"], ""), "stop");
+    let refreshed = w.entra.stats().refresh_ok;
+    assert!(
+        field(&w.get("contoso", true), "credential").is_some(),
+        "{}",
+        w.log()
+    );
+    assert!(w.entra.stats().refresh_ok > refreshed);
+    assert!(
+        other.stats().token_requests.is_empty(),
+        "asked the newly configured authority"
+    );
+    // An authority that is not https: the daemon refuses to start with it.
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(w.config_path(), cfg.replace(&other.url(), &trap.url(""))).unwrap();
+    ok(&w, &w.client(&["stop"], ""), "stop");
+    let out = w.client(&["status"], "");
+    assert!(!out.status.success());
+    assert!(w.log().contains("must be an https URL"), "{}", w.log());
+    assert_eq!(trap.caught(), None);
+}

@@ -163,6 +163,12 @@ fn the_pod_runs_here_and_the_agent_clones_through_the_sidecar() {
     let command = sidecar["command"][0].as_str().unwrap();
     assert_eq!(command, "/usr/bin/git-credential-azdo-daemon");
     let mut daemon = w.command(env!("CARGO_BIN_EXE_git-credential-azdo-daemon"));
+    let args = sidecar["command"].as_array().unwrap()[1..].iter();
+    daemon.args(args.map(|a| a.as_str().unwrap()));
+    assert_eq!(
+        sidecar["command"][1], "--service",
+        "the sidecar is a service"
+    );
     for (k, v) in env_of(sidecar) {
         daemon.env(k, map(&v));
     }

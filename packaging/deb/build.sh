@@ -34,7 +34,7 @@ install -d -m 0755 "$stage/DEBIAN" "$stage/usr/bin" "$stage/usr/lib/systemd/user
   "$stage/usr/share/doc/git-credential-azdo"
 install -m 0755 -s "$bin/git-credential-azdo" "$bin/git-credential-azdo-daemon" "$stage/usr/bin/"
 # The user unit, pointed at the packaged daemon.
-sed 's|^ExecStart=.*|ExecStart=/usr/bin/git-credential-azdo-daemon|' \
+sed 's|^ExecStart=.*|ExecStart=/usr/bin/git-credential-azdo-daemon --service|' \
   packaging/systemd/git-credential-azdo.service >"$stage/usr/lib/systemd/user/git-credential-azdo.service"
 install -m 0644 "$gen/completions/git-credential-azdo.bash" \
   "$stage/usr/share/bash-completion/completions/git-credential-azdo"

@@ -26,7 +26,7 @@ class GitCredentialAzdo < Formula
   # Optional: `brew services start git-credential-azdo` keeps the daemon running from login.
   # Without it, the client starts the daemon on first use.
   service do
-    run [opt_bin/"git-credential-azdo-daemon"]
+    run [opt_bin/"git-credential-azdo-daemon", "--service"]
     keep_alive successful_exit: false
     log_path var/"log/git-credential-azdo.log"
     error_log_path var/"log/git-credential-azdo.log"

@@ -1,13 +1,36 @@
 //! `git-credential-azdo-daemon`: holds tokens and makes every network call; started on demand
-//! by the client. Logs go to stderr (the client points it at the log file); the level comes
+//! by the client, or as a service with `--service` (see `launch`). Logs go to stderr (the client points it at the log file); the level comes
 //! from `GIT_CREDENTIAL_AZDO_LOG` (default `info`).
 
 use anyhow::Context;
-use git_credential_azdo::{config::Config, daemon};
+use git_credential_azdo::{config::Config, daemon, launch};
 use std::process::ExitCode;
 use tokio::sync::watch;
 
 fn main() -> ExitCode {
+    let service = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some(launch::SERVICE_FLAG) => true,
+        Some(other) => {
+            eprintln!(
+                "git-credential-azdo-daemon: unknown argument {other:?}; the only one is {} (run as a service: its environment is honoured)",
+                launch::SERVICE_FLAG
+            );
+            return ExitCode::from(2);
+        }
+    };
+    if !service {
+        // Started on demand: forget what the starter's environment says about where secrets
+        // go and whose identity to use (see `launch`).
+        for k in launch::spawner_only() {
+            // SAFETY: no other thread runs yet.
+            unsafe { std::env::remove_var(k) };
+        }
+    }
+    let service_identity = match service {
+        true => launch::identity_variables(),
+        false => Default::default(),
+    };
     harden();
     daemon::raise_fd_limit();
     tracing_subscriber::fmt()
@@ -18,7 +41,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    match run() {
+    match run(service_identity) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -28,7 +51,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<daemon::Exit> {
+fn run(
+    service_identity: std::collections::BTreeMap<String, git_credential_azdo::secret::Secret>,
+) -> anyhow::Result<daemon::Exit> {
     let config = Config::load_default()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -46,7 +71,7 @@ fn run() -> anyhow::Result<daemon::Exit> {
         });
         // On a worker, not the main thread: connections are then accepted and spawned on the
         // thread that runs them, without waking another.
-        let server = tokio::spawn(daemon::run(config, std::io::stdout(), rx));
+        let server = tokio::spawn(daemon::run(config, service_identity, std::io::stdout(), rx));
         Ok(server.await.context("the daemon's server task failed")??)
     })
 }

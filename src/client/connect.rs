@@ -100,6 +100,14 @@ fn start_daemon() -> Result<(), ConnectError> {
             .map_err(|e| fail(format!("cannot open its log: {e}")))?
     };
     let mut cmd = Command::new(&exe);
+    // Only what locates the user's files and session: nothing of this caller's environment may
+    // decide where the shared daemon sends secrets or whose identity it uses (`launch`).
+    cmd.env_clear();
+    for k in crate::launch::PASSED_TO_DAEMON {
+        if let Some(v) = std::env::var_os(k) {
+            cmd.env(k, v);
+        }
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file)

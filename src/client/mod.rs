@@ -87,13 +87,7 @@ pub fn credential_op(
 
 /// This process's machine-identity variables, for the daemon to use on its behalf.
 fn identity_env() -> std::collections::BTreeMap<String, crate::secret::Secret> {
-    crate::ipc::IDENTITY_VARS
-        .iter()
-        .filter_map(|k| {
-            let v = std::env::var(k).ok().filter(|v| !v.is_empty())?;
-            Some((k.to_string(), crate::secret::Secret::new(v)))
-        })
-        .collect()
+    crate::launch::identity_variables()
 }
 
 fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl Write) -> ExitCode {

@@ -8,6 +8,7 @@
 use super::claims::Claims;
 use super::crashpoint;
 use super::discovery;
+use super::endpoint;
 use super::entra::{Entra, EntraError, TokenSet};
 use super::identity::MachineIdentity;
 use super::legacy::{self, Vssps};
@@ -174,17 +175,29 @@ struct SlotState {
 
 /// Where an account's tokens come from.
 enum Source {
-    /// A person: a refresh token in the secret store.
-    User,
+    /// A person: a refresh token in the secret store, redeemed where it was issued.
+    User(SignedIn),
     /// A build agent's own identity: ask again, no refresh token.
-    Machine(MachineIdentity),
+    Machine(MachineIdentity, Authority),
     /// A person through a legacy Azure DevOps OAuth app: a refresh token and the app's client
     /// secret, both in the secret store.
     App(AppSource),
 }
 
+/// The Entra authority (https) a machine identity asks.
+type Authority = String;
+
+/// Where, and through which public client, a person signed in: the account is always refreshed
+/// there, whatever the configuration or environment says later.
+struct SignedIn {
+    authority: String,
+    client_id: String,
+}
+
 struct AppSource {
     record: AppRecord,
+    /// The legacy OAuth service the app was connected through.
+    authority: String,
     /// Loaded from the store on first use after a restart.
     secret: Mutex<Option<Secret>>,
 }
@@ -212,7 +225,7 @@ impl Slot {
     }
 
     fn is_machine(&self) -> bool {
-        matches!(self.source, Source::Machine(_))
+        matches!(self.source, Source::Machine(..))
     }
 }
 
@@ -256,6 +269,8 @@ pub struct Broker {
     vssps: Vssps,
     /// This daemon's random key for machine-identity slot ids (see `identity_slot`).
     slot_key: ring::hmac::Key,
+    /// A service's own identity variables, for requests that bring none (see `launch`).
+    service_identity: BTreeMap<String, Secret>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -266,6 +281,7 @@ impl Broker {
         store: StoreHandle,
         data_dir: PathBuf,
         records: Records,
+        service_identity: BTreeMap<String, Secret>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Broker> {
         let entra = Entra::new(http.clone(), &config.authority(), config.client_id());
@@ -301,6 +317,7 @@ impl Broker {
                 &ring::rand::SystemRandom::new(),
             )
             .expect("the operating system's random generator failed"),
+            service_identity,
             shutdown,
         });
         // A slot for every account; each refresher fetches a token at once, so the first
@@ -309,9 +326,13 @@ impl Broker {
             let source = match &acct.app {
                 Some(app) => Source::App(AppSource {
                     record: app.clone(),
+                    authority: acct.authority.clone(),
                     secret: Mutex::new(None),
                 }),
-                None => Source::User,
+                None => Source::User(SignedIn {
+                    authority: acct.authority.clone(),
+                    client_id: acct.client_id.clone(),
+                }),
             };
             broker.new_slot(id, &acct.tenant, SlotState::default(), source);
         }
@@ -478,10 +499,10 @@ impl Broker {
             }
             st.refresh_token.clone()
         };
-        if let Source::Machine(identity) = &slot.source {
+        if let Source::Machine(identity, authority) = &slot.source {
             tracing::debug!(account = %slot.id, ahead = background, "acquiring a machine-identity token");
             // Bounded well below the client's deadline, retries included.
-            let acquire = identity.acquire(&self.http, &self.direct, self.entra.authority());
+            let acquire = identity.acquire(&self.http, &self.direct, authority);
             let result = tokio::time::timeout(MACHINE_LIMIT, acquire)
                 .await
                 .unwrap_or_else(|_| {
@@ -521,16 +542,34 @@ impl Broker {
         let claims = slot.state.lock().unwrap().claims.clone();
         tracing::debug!(account = %slot.id, ahead = background, "refreshing access token");
         crashpoint::reached(crashpoint::BEFORE_REQUEST);
+        // Redeemed only where it was issued, and only over https.
         let result = match &slot.source {
-            Source::App(app) => match self.app_of(slot, app).await {
-                Ok(app) => self.vssps.refresh(&app, &refresh_token).await,
-                Err(e) => Err(e),
+            Source::App(app) => match endpoint::require_https(
+                "the legacy OAuth service this app was connected through",
+                &app.authority,
+            ) {
+                Err(e) => Err(EntraError::SignInRequired(e)),
+                Ok(()) => match self.app_of(slot, app).await {
+                    Ok(a) => {
+                        Vssps::new(self.http.clone(), &app.authority)
+                            .refresh(&a, &refresh_token)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                },
             },
-            _ => {
-                self.entra
-                    .refresh(&slot.tenant, &refresh_token, claims.as_deref())
-                    .await
-            }
+            Source::User(at) => match endpoint::require_https(
+                "the authority this account signed in at",
+                &at.authority,
+            ) {
+                Err(e) => Err(EntraError::SignInRequired(e)),
+                Ok(()) => {
+                    Entra::new(self.http.clone(), &at.authority, &at.client_id)
+                        .refresh(&slot.tenant, &refresh_token, claims.as_deref())
+                        .await
+                }
+            },
+            Source::Machine(..) => unreachable!("machine identities returned above"),
         };
         match result {
             Ok(set) => {
@@ -659,10 +698,7 @@ impl Broker {
 
     /// Answers `get`: the cached token when usable, else one shared refresh.
     pub async fn get(self: &Arc<Self>, org: &str, env: &BTreeMap<String, Secret>) -> Response {
-        let slot = match self
-            .slot_for_org(org)
-            .filter(|s| !matches!(s.source, Source::Machine(_)))
-        {
+        let slot = match self.slot_for_org(org).filter(|s| !s.is_machine()) {
             Some(s) => s,
             None => match self.machine_slot(org, env) {
                 Some(Ok(s)) => s,
@@ -772,9 +808,15 @@ impl Broker {
         org: &str,
         env: &BTreeMap<String, Secret>,
     ) -> Result<Arc<Slot>, String> {
-        // One slot per identity and per set of variables the caller brought: a job with
-        // other credentials (a new SYSTEM_ACCESSTOKEN, say) gets tokens of its own. The id is
-        // logged, so it is keyed with this daemon's random key: no fingerprint of a secret.
+        // A request that brings variables is served with those alone; one that brings none,
+        // with a service's own (none for a daemon started on demand: see `launch`).
+        let env = match env.is_empty() {
+            true => &self.service_identity,
+            false => env,
+        };
+        // One slot per identity and per set of variables: a job with other credentials (a new
+        // SYSTEM_ACCESSTOKEN, say) gets tokens of its own. The id is logged, so it is keyed
+        // with this daemon's random key: no fingerprint of a secret.
         let mut mac = ring::hmac::Context::with_key(&self.slot_key);
         for (k, v) in env {
             for part in [k.as_bytes(), v.expose().as_bytes()] {
@@ -798,13 +840,17 @@ impl Broker {
                         crate::paths::config_path().display()
                     ));
                 };
-                // The caller's variables first, then the daemon's own (systemd, launchd).
-                let lookup = |k: &str| {
-                    env.get(k)
-                        .map(|v| v.expose().to_string())
-                        .or_else(|| std::env::var(k).ok())
-                };
+                let lookup = |k: &str| env.get(k).map(|v| v.expose().to_string());
                 let identity = MachineIdentity::resolve(name, cfg, &lookup)?;
+                // The identity's own authority (AKS's webhook sets it), else the configured one.
+                let authority = match lookup("AZURE_AUTHORITY_HOST").filter(|a| !a.is_empty()) {
+                    Some(a) => {
+                        endpoint::require_https("AZURE_AUTHORITY_HOST", &a)
+                            .map_err(|e| format!("identity '{name}': {e}"))?;
+                        a.trim_end_matches('/').to_string()
+                    }
+                    None => self.entra.authority().to_string(),
+                };
                 // Another first `get` may have made it meanwhile: keep that one.
                 let raced = self.slots.lock().unwrap().get(&id).cloned();
                 match raced {
@@ -817,7 +863,7 @@ impl Broker {
                             &id,
                             &tenant,
                             SlotState::default(),
-                            Source::Machine(identity),
+                            Source::Machine(identity, authority),
                         )
                     }
                 }
@@ -1448,9 +1494,13 @@ impl Broker {
         let source = match app {
             Some((record, secret)) => Source::App(AppSource {
                 record,
+                authority: self.vssps.base().to_string(),
                 secret: Mutex::new(Some(secret)),
             }),
-            None => Source::User,
+            None => Source::User(SignedIn {
+                authority: self.entra.authority().to_string(),
+                client_id: self.config.client_id().to_string(),
+            }),
         };
         self.new_slot(&id, tenant, state, source);
         self.index
@@ -1586,7 +1636,7 @@ impl Broker {
             let Some(slot) = self.slots.lock().unwrap().get(&id).cloned() else {
                 continue;
             };
-            let Source::Machine(identity) = &slot.source else {
+            let Source::Machine(identity, _) = &slot.source else {
                 continue;
             };
             let st = slot.state.lock().unwrap();

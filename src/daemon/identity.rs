@@ -7,6 +7,7 @@
 //! `AZURE_FEDERATED_TOKEN_FILE`, `IDENTITY_ENDPOINT`/`IDENTITY_HEADER`, overridable per
 //! identity in the configuration file. A misconfiguration is one line naming what is missing.
 
+use super::endpoint;
 use super::entra::{AZURE_DEVOPS_SCOPE, EntraError, TokenSet};
 use crate::config::IdentityConfig;
 use crate::secret::Secret;
@@ -91,8 +92,49 @@ fn env(name: &str) -> Option<String> {
 }
 
 impl MachineIdentity {
-    /// Builds an identity from its configuration and azure-identity's environment variables.
+    /// Builds an identity from its configuration and azure-identity's environment variables,
+    /// and checks that every address it would send a secret to is https (the managed-identity
+    /// endpoints Azure serves on the machine aside: [`endpoint::require_https_or_local`]).
     pub fn resolve(
+        name: &str,
+        cfg: &IdentityConfig,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<MachineIdentity, String> {
+        let identity = Self::from_settings(name, cfg, lookup)?;
+        identity
+            .check_endpoints()
+            .map_err(|e| format!("identity '{name}': {e}"))?;
+        Ok(identity)
+    }
+
+    /// The addresses this identity sends a secret to are allowed.
+    fn check_endpoints(&self) -> Result<(), String> {
+        match self {
+            MachineIdentity::ManagedIdentity { endpoint, .. } => {
+                for (var, url) in [
+                    ("IDENTITY_ENDPOINT", &endpoint.identity_endpoint),
+                    ("IMDS_ENDPOINT", &endpoint.imds_endpoint),
+                    ("AZURE_POD_IDENTITY_AUTHORITY_HOST", &endpoint.pod_authority),
+                ] {
+                    if let Some(url) = url {
+                        endpoint::require_https_or_local(var, url)?;
+                    }
+                }
+                Ok(())
+            }
+            MachineIdentity::Workload {
+                source: AssertionSource::GitHubActions { url, .. },
+                ..
+            } => endpoint::require_https("ACTIONS_ID_TOKEN_REQUEST_URL", url),
+            MachineIdentity::Workload {
+                source: AssertionSource::AzurePipelines { uri, .. },
+                ..
+            } => endpoint::require_https("SYSTEM_OIDCREQUESTURI", uri),
+            _ => Ok(()),
+        }
+    }
+
+    fn from_settings(
         name: &str,
         cfg: &IdentityConfig,
         lookup: &dyn Fn(&str) -> Option<String>,

@@ -5,6 +5,7 @@ mod broker;
 mod claims;
 mod crashpoint;
 mod discovery;
+mod endpoint;
 mod entra;
 mod gits;
 mod identity;
@@ -133,8 +134,9 @@ fn lock_pid_file(path: &Path) -> Result<Option<File>, DaemonError> {
     }
 }
 
-/// The daemon's one HTTP client: OS trust store (and `SSL_CERT_FILE`), proxy from the
-/// configuration or the environment, connect and total timeouts, no redirects.
+/// The daemon's one HTTP client: OS trust store (and `SSL_CERT_FILE` for a service), plus the
+/// configuration's `ssl_cert_file`; proxy from the configuration (with its `no_proxy`) or, for a
+/// service, the environment; connect and total timeouts, no redirects.
 fn http_client(config: &Config) -> Result<reqwest::Client, DaemonError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10).min(config.http_timeout()))
@@ -143,12 +145,28 @@ fn http_client(config: &Config) -> Result<reqwest::Client, DaemonError> {
         .user_agent(concat!("git-credential-azdo/", env!("CARGO_PKG_VERSION")));
     if let Some(p) = &config.proxy {
         // Not quoted in the error: a proxy URL may carry a password.
+        let no_proxy = match &config.no_proxy {
+            Some(list) => reqwest::NoProxy::from_string(list),
+            None => reqwest::NoProxy::from_env(),
+        };
         let proxy = reqwest::Proxy::all(p)
             .map_err(|_| {
                 DaemonError::Setup("the proxy in the configuration is not a valid URL".into())
             })?
-            .no_proxy(reqwest::NoProxy::from_env());
+            .no_proxy(no_proxy);
         b = b.proxy(proxy);
+    }
+    if let Some(file) = &config.ssl_cert_file {
+        let pem = fs::read(file)
+            .map_err(|e| DaemonError::Setup(format!("cannot read ssl_cert_file {file}: {e}")))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            DaemonError::Setup(format!(
+                "ssl_cert_file {file} holds no PEM certificates: {e}"
+            ))
+        })?;
+        for root in roots {
+            b = b.add_root_certificate(root);
+        }
     }
     b.build()
         .map_err(|e| DaemonError::Setup(format!("cannot set up HTTPS: {e}")))
@@ -157,11 +175,19 @@ fn http_client(config: &Config) -> Result<reqwest::Client, DaemonError> {
 /// Runs the daemon until `shutdown` turns true (or a client asks it to stop). `ready` gets
 /// one line once the socket accepts connections: `ready …`, or `busy …` when another daemon
 /// already runs.
+/// `service_identity`: the identity variables of a daemon run as a service, used for requests
+/// that carry none (empty when started on demand; see `launch`).
 pub async fn run(
     config: Config,
+    service_identity: std::collections::BTreeMap<String, crate::secret::Secret>,
     mut ready: impl Write,
     shutdown: watch::Receiver<bool>,
 ) -> Result<Exit, DaemonError> {
+    endpoint::require_https(
+        "the authority (authority_host, or AZURE_AUTHORITY_HOST)",
+        &config.authority(),
+    )
+    .map_err(DaemonError::Setup)?;
     let dir = paths::runtime_dir();
     private_runtime_dir(&dir)?;
     let Some(mut pid_file) = lock_pid_file(&paths::pid_path())? else {
@@ -228,6 +254,7 @@ pub async fn run(
         store::StoreHandle::new(secret_store.clone()),
         data_dir,
         records,
+        service_identity,
         combined.clone(),
     );
     let _ = writeln!(

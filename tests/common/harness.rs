@@ -177,7 +177,15 @@ impl World {
         }
         std::fs::write(
             w.config_path(),
-            format!("hosts = [\"{}\"]\nstore = \"{store}\"\n", w.ado.host()),
+            // The mocks' authority and CA, and the dead proxy that keeps the daemon off real
+            // hosts: from the configuration, as a daemon started on demand takes them from
+            // nowhere else.
+            format!(
+                "hosts = [\"{}\"]\nstore = \"{store}\"\nauthority_host = \"{}\"\nssl_cert_file = \"{}\"\nproxy = \"http://127.0.0.1:9\"\nno_proxy = \"127.0.0.1,localhost\"\n",
+                w.ado.host(),
+                w.entra.url(),
+                w.ca.ca_path().display()
+            ),
         )
         .unwrap();
         let out = w.client(&["setup"], "");
