@@ -28,7 +28,7 @@
 mod common;
 
 use common::Fault;
-use common::harness::{CLIENT, DAEMON, World, field, run_with_input, text};
+use common::harness::{CLIENT, DAEMON, World, field, run_with_input, text, token};
 use common::load::{self, Burst};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -315,7 +315,7 @@ fn warm_world() -> World {
     w.login(ORG);
     let out = w.get(ORG, true);
     assert!(
-        field(&out, "credential").is_some(),
+        token(&out).is_some(),
         "no token: {}\n{}",
         text(&out.stderr),
         w.log()
@@ -941,7 +941,7 @@ fn b6_memory_and_size() {
     let client = client_exe();
     let w = warm_world();
     for _ in 0..5 {
-        assert!(field(&w.get(ORG, true), "credential").is_some());
+        assert!(token(&w.get(ORG, true)).is_some());
     }
     std::thread::sleep(Duration::from_millis(200));
     let pid = w.daemon_pid().expect("daemon running");
@@ -1068,7 +1068,7 @@ fn b7_simulated_day() {
         let t = Instant::now();
         let o = run_with_input(w.command(&client).arg("get"), input.as_bytes());
         latencies.push(t.elapsed());
-        if field(&o, "credential").is_none() {
+        if token(&o).is_none() {
             errors += 1;
         }
     }

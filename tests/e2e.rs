@@ -4,9 +4,11 @@
 
 mod common;
 
+use common::requires::{Piece, require};
+
 use common::Scheme;
 use common::gits;
-use common::harness::{World, field, ok, text};
+use common::harness::{World, field, ok, text, token};
 use std::time::Duration;
 
 /// Clones `url` into `dir/name`, commits a file, pushes, and returns the clone's path.
@@ -31,6 +33,12 @@ fn clone_commit_push(w: &World, git: &str, url: &str, name: &str) -> std::path::
 
 #[test]
 fn clone_fetch_push_with_bearer() {
+    if !require(
+        &[Piece::GitNewest],
+        "clone, fetch and push with Bearer through git 2.54+",
+    ) {
+        return;
+    }
     // git 2.54+ sends a Bearer credential on every request, its probe POST included.
     let git = gits::newest();
     let w = World::new();
@@ -64,6 +72,12 @@ fn clone_fetch_push_with_bearer() {
 
 #[test]
 fn clone_with_basic_on_git_without_authtype() {
+    if !require(
+        &[Piece::GitDebian],
+        "clone and push with Basic through git 2.39",
+    ) {
+        return;
+    }
     // Debian's git (2.39) predates capability[]=authtype: the token goes as a Basic password.
     let old_git = gits::debian();
     let w = World::new();
@@ -79,13 +93,16 @@ fn clone_with_basic_on_git_without_authtype() {
 
 #[test]
 fn get_answers_bearer_or_basic_with_expiry() {
+    if !require(&[Piece::GitNewest], "the Bearer answer to git 2.54+") {
+        return;
+    }
     let w = World::new();
     w.login("contoso");
     let bearer = w.get("contoso", true);
     ok(&w, &bearer, "get");
     assert_eq!(field(&bearer, "authtype").as_deref(), Some("Bearer"));
     assert_eq!(field(&bearer, "ephemeral").as_deref(), Some("1"));
-    let token = field(&bearer, "credential").unwrap();
+    let token = token(&bearer).unwrap();
     assert!(w.entra.validate(&token).is_some());
     let expiry: u64 = field(&bearer, "password_expiry_utc")
         .unwrap()
@@ -105,7 +122,7 @@ fn fetch_after_the_access_token_expired_needs_no_sign_in() {
     let url = w.ado.create_repo("contoso", "web", "site");
     w.login("contoso");
     let repo = clone_commit_push(&w, "git", &url, "a");
-    let first = field(&w.get("contoso", true), "credential").unwrap();
+    let first = token(&w.get("contoso", true)).unwrap();
     std::thread::sleep(Duration::from_secs(5));
     assert!(
         w.entra.validate(&first).is_none(),
@@ -241,11 +258,11 @@ fn erase(w: &World, token: &str) {
 fn erase_drops_the_token_and_backs_off_when_fresh_ones_are_refused() {
     let w = World::new();
     w.login("contoso");
-    let t1 = field(&w.get("contoso", true), "credential").unwrap();
+    let t1 = token(&w.get("contoso", true)).unwrap();
     // The account loses access: Azure DevOps refuses its tokens.
     w.ado.reject_all(true);
     erase(&w, &t1);
-    let t2 = field(&w.get("contoso", true), "credential").expect("a new token after erase");
+    let t2 = token(&w.get("contoso", true)).expect("a new token after erase");
     assert_ne!(t1, t2);
     // The fresh token is refused too: no access, not expiry. Back off instead of hammering.
     erase(&w, &t2);
@@ -270,13 +287,13 @@ fn erase_drops_the_token_and_backs_off_when_fresh_ones_are_refused() {
 fn erase_keeps_a_token_azure_devops_accepts() {
     let w = World::new();
     w.login("contoso");
-    let t1 = field(&w.get("contoso", true), "credential").unwrap();
+    let t1 = token(&w.get("contoso", true)).unwrap();
     let tokens = w.entra.stats().token_requests.len();
     for round in 1..=3 {
         erase(&w, &t1);
         let out = w.get("contoso", true);
         assert_eq!(
-            field(&out, "credential").as_deref(),
+            token(&out).as_deref(),
             Some(t1.as_str()),
             "round {round}: {}",
             text(&out.stderr)
@@ -296,7 +313,7 @@ fn erase_never_sends_the_token_to_a_host_outside_the_allowlist() {
     use std::io::BufRead;
     let w = World::new();
     w.login("contoso");
-    let t1 = field(&w.get("contoso", true), "credential").unwrap();
+    let t1 = token(&w.get("contoso", true)).unwrap();
     let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     elsewhere.set_nonblocking(true).unwrap();
     let env = RequestEnvelope {
@@ -319,7 +336,7 @@ fn erase_never_sends_the_token_to_a_host_outside_the_allowlist() {
         matches!(elsewhere.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
         "the daemon connected to a host outside the allowlist"
     );
-    let t2 = field(&w.get("contoso", true), "credential").expect("a new token, no back-off");
+    let t2 = token(&w.get("contoso", true)).expect("a new token, no back-off");
     assert_ne!(t1, t2);
 }
 
@@ -337,10 +354,8 @@ fn a_second_daemon_exits_cleanly_and_many_clients_are_served_at_once() {
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let tokens: std::collections::HashSet<_> = outs
-        .iter()
-        .map(|o| field(o, "credential").expect("answered"))
-        .collect();
+    let tokens: std::collections::HashSet<_> =
+        outs.iter().map(|o| token(o).expect("answered")).collect();
     assert_eq!(tokens.len(), 1);
     assert_eq!(w.entra.stats().refresh_ok, before, "served from memory");
 }
@@ -418,7 +433,7 @@ fn the_daemon_raises_its_open_file_limit_and_serves_past_the_inherited_one() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for o in &outs {
-        assert!(field(o, "credential").is_some(), "{}", text(&o.stderr));
+        assert!(token(o).is_some(), "{}", text(&o.stderr));
     }
     drop(held);
 }
@@ -436,7 +451,7 @@ fn concurrent_gets_after_a_restart_share_one_refresh() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for o in &outs {
-        assert!(field(o, "credential").is_some(), "{}", text(&o.stderr));
+        assert!(token(o).is_some(), "{}", text(&o.stderr));
     }
     assert_eq!(
         w.entra.stats().refresh_ok,
@@ -451,7 +466,7 @@ fn socket_directory_is_private_and_logs_hold_no_tokens() {
     use std::os::unix::fs::PermissionsExt;
     let w = World::new();
     w.login("contoso");
-    let token = field(&w.get("contoso", true), "credential").unwrap();
+    let token = token(&w.get("contoso", true)).unwrap();
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&w.runtime_dir()), 0o700);
     assert_eq!(mode(&w.runtime_dir().join("daemon.sock")) & 0o077, 0);
@@ -476,6 +491,12 @@ fn socket_directory_is_private_and_logs_hold_no_tokens() {
 
 #[test]
 fn first_clone_in_a_terminal_signs_in_inline() {
+    if !require(
+        &[Piece::Script],
+        "the first clone in a terminal signing in inline",
+    ) {
+        return;
+    }
     let mut w = World::new();
     w.set_env("GIT_TERMINAL_PROMPT", "1");
     let url = w.ado.create_repo("contoso", "web", "site");
@@ -547,18 +568,17 @@ fn a_newer_client_replaces_the_daemon_and_an_older_one_does_not() {
         .is_none()));
     // ...and the next client starts a daemon of its own version; the sign-in is kept.
     let out = w.get("contoso", true);
-    assert!(field(&out, "credential").is_some(), "{}", text(&out.stderr));
+    assert!(token(&out).is_some(), "{}", text(&out.stderr));
     assert_ne!(w.daemon_pid().unwrap(), old);
     assert_eq!(w.entra.stats().devicecode_requests, 1);
 }
 
 #[test]
 fn the_daemon_refuses_another_user() {
-    use std::os::unix::fs::PermissionsExt;
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to run a client as another uid");
+    if !require(&[Piece::Root], "the daemon refusing another uid") {
         return;
     }
+    use std::os::unix::fs::PermissionsExt;
     let w = World::new();
     w.login("contoso");
     // Loosen every permission on the way to the socket, so only the daemon's own peer-uid
@@ -671,8 +691,7 @@ fn daemon_of_another_user(w: &World) -> (std::process::Child, std::path::PathBuf
 
 #[test]
 fn a_socket_planted_by_another_user_gets_nothing() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to run a daemon as another uid");
+    if !require(&[Piece::Root], "a socket planted by another uid") {
         return;
     }
     let w = World::new();
@@ -711,11 +730,10 @@ fn a_socket_planted_by_another_user_gets_nothing() {
 /// kernel shows it by handing the process's /proc files to root, whoever runs it.
 #[test]
 fn the_daemon_cannot_be_traced_or_dumped() {
-    use std::os::unix::fs::MetadataExt;
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to run a daemon as another uid");
+    if !require(&[Piece::Root], "the daemon not dumpable by its own uid") {
         return;
     }
+    use std::os::unix::fs::MetadataExt;
     let w = World::new();
     let (daemon, _) = daemon_of_another_user(&w);
     let pid = daemon.id();
@@ -754,7 +772,7 @@ fn steady_state_gets_never_wait_for_a_refresh() {
     let mut tokens = std::collections::HashSet::new();
     while start.elapsed() < Duration::from_secs(18) {
         let out = w.get("contoso", true);
-        let t = field(&out, "credential").expect("answered");
+        let t = token(&out).expect("answered");
         assert!(w.entra.validate(&t).is_some(), "a valid token");
         tokens.insert(t);
         std::thread::sleep(Duration::from_millis(100));

@@ -14,7 +14,7 @@
 mod common;
 
 use common::entra::Fault;
-use common::harness::{World, field, last_refresh_outcome, ok, text, wait_until};
+use common::harness::{World, field, last_refresh_outcome, ok, text, token, wait_until};
 use common::imds::MockImds;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -52,7 +52,7 @@ fn signed_in(w: World) -> Run {
     ok(&w, &w.git(&["clone", &url, "a"], None), "clone");
     let repo = w.path("a");
     let out = w.get("contoso", true);
-    let token = field(&out, "credential").expect("a token");
+    let token = token(&out).expect("a token");
     let expires_at = field(&out, "password_expiry_utc")
         .expect("an expiry")
         .parse()
@@ -77,7 +77,7 @@ fn unix_now() -> u64 {
 /// (4.5 s before it expires, inside the last fifth of its life) and git's `get` has to wait
 /// for a refresh that fails.
 fn served_while_valid(r: &Run, failed: impl Fn(&World) -> bool) {
-    let again = field(&r.w.get("contoso", true), "credential");
+    let again = token(&r.w.get("contoso", true));
     assert_eq!(again.as_deref(), Some(r.token.as_str()), "served at once");
     assert!(
         wait_until(LIFETIME, || failed(&r.w)),
@@ -87,7 +87,7 @@ fn served_while_valid(r: &Run, failed: impl Fn(&World) -> bool) {
     let t = Instant::now();
     let out = r.w.get("contoso", true);
     assert_eq!(
-        field(&out, "credential").as_deref(),
+        token(&out).as_deref(),
         Some(r.token.as_str()),
         "the valid token is served while its refresh fails: {}",
         text(&out.stderr)
@@ -101,7 +101,7 @@ fn served_while_valid(r: &Run, failed: impl Fn(&World) -> bool) {
     let t = Instant::now();
     let out = r.w.get("contoso", true);
     assert_eq!(
-        field(&out, "credential").as_deref(),
+        token(&out).as_deref(),
         Some(r.token.as_str()),
         "the token is served until shortly before it expires: {}",
         text(&out.stderr)
@@ -158,7 +158,7 @@ fn recovers(r: &Run, refreshed: impl Fn() -> usize) {
         &r.w.git(&["fetch"], Some(&r.repo)),
         "fetch after the fault",
     );
-    let now = field(&r.w.get("contoso", true), "credential").unwrap();
+    let now = token(&r.w.get("contoso", true)).unwrap();
     assert_ne!(now, r.token, "a new token");
 }
 
@@ -325,7 +325,7 @@ fn managed_identity_endpoint_unavailable() {
     ok(&w, &w.git(&["clone", &url, "a"], None), "clone");
     let repo = w.path("a");
     let out = w.get("contoso", true);
-    let token = field(&out, "credential").unwrap();
+    let token = token(&out).unwrap();
     let expires_at = field(&out, "password_expiry_utc").unwrap().parse().unwrap();
     let r = Run {
         w,

@@ -5,15 +5,23 @@
 
 mod common;
 
+use common::requires::{Piece, require};
+
 use common::gits;
-use common::harness::{CLIENT, World, field, text};
+use common::harness::{CLIENT, World, text, token};
 
 #[test]
 fn a_cached_get_opens_no_configuration_and_starts_no_process() {
+    if !require(
+        &[Piece::Strace, Piece::GitNewest],
+        "the hot path traced with strace",
+    ) {
+        return;
+    }
     let w = World::new();
     w.login("contoso");
     // Warm: the daemon runs and holds the token.
-    assert!(field(&w.get("contoso", true), "credential").is_some());
+    assert!(token(&w.get("contoso", true)).is_some());
     let trace = w.path("strace.out");
     // A built-in host, so nothing legitimately needs the configuration file.
     let input =
@@ -72,7 +80,7 @@ fn a_cached_get_opens_no_configuration_and_starts_no_process() {
     // warming get, and not for any get since.
     assert!(text(&out.stdout).contains("authtype=Bearer"));
     for _ in 0..3 {
-        assert!(field(&w.get("contoso", true), "credential").is_some());
+        assert!(token(&w.get("contoso", true)).is_some());
     }
     let log = w.log();
     assert_eq!(log.matches("learned a git's version").count(), 1, "{log}");

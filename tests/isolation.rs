@@ -5,7 +5,7 @@
 mod common;
 
 use common::MockEntra;
-use common::harness::{CLIENT, World, field, ok, run_with_input, text};
+use common::harness::{CLIENT, World, field, ok, run_with_input, text, token};
 
 const APP: &str = "6a1e3b52-2f0c-4d3e-9a7b-1c2d3e4f5a6b";
 
@@ -47,10 +47,10 @@ fn a_slot_id_in_the_log_is_no_fingerprint_of_the_secret() {
     w.set_env("AZURE_CLIENT_ID", APP);
     w.set_env("AZURE_CLIENT_SECRET", "s3cret-value");
     w.set_env("GIT_CREDENTIAL_AZDO_LOG", "info");
-    assert!(field(&w.get("contoso", true), "credential").is_some());
+    assert!(token(&w.get("contoso", true)).is_some());
     assert_eq!(slot_ids(&w.log()).len(), 1, "{}", w.log());
     ok(&w, &w.client(&["stop"], ""), "stop");
-    assert!(field(&w.get("contoso", true), "credential").is_some());
+    assert!(token(&w.get("contoso", true)).is_some());
     let ids = slot_ids(&w.log());
     assert_eq!(
         ids.len(),
@@ -112,7 +112,7 @@ fn a_token_whose_exp_is_past_by_the_local_clock_is_served_without_a_refresh_loop
     w.entra.set_claims_clock_offset(-3 * 3600);
     w.login("contoso");
     let out = w.get("contoso", true);
-    assert!(field(&out, "credential").is_some(), "{}", text(&out.stderr));
+    assert!(token(&out).is_some(), "{}", text(&out.stderr));
     let expiry: u64 = field(&out, "password_expiry_utc").unwrap().parse().unwrap();
     assert!(
         expiry > unix_now() + 3000,
@@ -140,10 +140,7 @@ fn a_token_that_expires_on_arrival_is_a_failure_with_back_off() {
         let expiry: u64 = expiry.parse().unwrap();
         assert!(expiry > unix_now(), "handed out with an expiry in the past");
     }
-    assert!(
-        field(&out, "credential").is_none(),
-        "a token of 1 s was served"
-    );
+    assert!(token(&out).is_none(), "a token of 1 s was served");
     assert!(
         text(&out.stderr).contains("tries again by itself"),
         "{}",
@@ -512,11 +509,7 @@ fn a_sign_in_is_refreshed_only_at_the_authority_it_was_made_at() {
     std::fs::write(w.config_path(), cfg).unwrap();
     ok(&w, &w.client(&["stop"], ""), "stop");
     let refreshed = w.entra.stats().refresh_ok;
-    assert!(
-        field(&w.get("contoso", true), "credential").is_some(),
-        "{}",
-        w.log()
-    );
+    assert!(token(&w.get("contoso", true)).is_some(), "{}", w.log());
     assert!(w.entra.stats().refresh_ok > refreshed);
     assert!(
         other.stats().token_requests.is_empty(),

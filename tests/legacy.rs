@@ -5,8 +5,10 @@
 
 mod common;
 
+use common::requires::{Piece, require};
+
 use common::MockVssps;
-use common::harness::{World, field, ok, text, wait_until};
+use common::harness::{World, ok, text, token, wait_until};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -103,7 +105,7 @@ fn login(l: &Legacy, extra: &[&str], stdin: &str) -> std::process::Output {
 }
 
 fn assert_no_secrets(l: &Legacy, outputs: &[&str]) {
-    let token = field(&l.w.get("contoso", true), "credential").expect("a token");
+    let token = token(&l.w.get("contoso", true)).expect("a token");
     for (what, s) in outputs
         .iter()
         .map(|o| ("output", o.to_string()))
@@ -116,6 +118,12 @@ fn assert_no_secrets(l: &Legacy, outputs: &[&str]) {
 
 #[test]
 fn an_app_connects_through_the_https_callback_and_git_clones_and_pushes() {
+    if !require(
+        &[Piece::Curl],
+        "a legacy app through the https callback (curl plays the browser)",
+    ) {
+        return;
+    }
     let mut l = legacy(None);
     let page = browser(&mut l);
     let out = login(&l, &["--client-secret-file", &l.secret_file.clone()], "");
@@ -211,6 +219,9 @@ fn an_app_connects_through_the_https_callback_and_git_clones_and_pushes() {
 
 #[test]
 fn rotated_refresh_tokens_are_persisted_across_a_sigkill() {
+    if !require(&[Piece::Curl], "a legacy app's rotation across a SIGKILL") {
+        return;
+    }
     let mut l = legacy(None);
     l.vssps.set_token_lifetime(Duration::from_secs(8));
     browser(&mut l);
@@ -253,6 +264,9 @@ fn rotated_refresh_tokens_are_persisted_across_a_sigkill() {
 
 #[test]
 fn a_web_callback_is_finished_by_pasting_the_address() {
+    if !require(&[Piece::Curl], "a pasted legacy callback address") {
+        return;
+    }
     let callback = "https://tools.fabrikam.example/azdo/callback";
     let l = legacy(Some(callback));
     let args = login_args(&l, callback, &["--client-secret-file", &l.secret_file]);
@@ -308,6 +322,9 @@ fn a_web_callback_is_finished_by_pasting_the_address() {
 
 #[test]
 fn a_wrong_secret_a_revoked_grant_and_a_wrong_callback_each_say_what_to_do() {
+    if !require(&[Piece::Curl], "a legacy app's misconfigurations") {
+        return;
+    }
     let mut l = legacy(None);
     browser(&mut l);
     // A wrong secret, from stdin: one clear line, nothing connected.

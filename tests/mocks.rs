@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::requires::{Piece, require};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -236,6 +238,9 @@ fn blob(len: usize) -> Vec<u8> {
 
 #[test]
 fn device_code_flow_then_push_clone_fetch() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let env = setup();
     let dc = devicecode(&env, "organizations");
     let user_code = dc["user_code"].as_str().unwrap();
@@ -412,6 +417,9 @@ fn device_code_flow_then_push_clone_fetch() {
 
 #[test]
 fn missing_or_invalid_token_gets_401_challenge() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let env = setup();
     let url = env.ado.create_repo("contoso", "proj", "repo");
     let work = env.dir.join("work");
@@ -496,6 +504,9 @@ fn missing_or_invalid_token_gets_401_challenge() {
 
 #[test]
 fn refresh_tokens_rotate_and_can_be_revoked() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let env = setup();
     env.entra.set_auto_approve_after_polls(0);
     let first = sign_in(&env, "organizations");
@@ -548,6 +559,9 @@ fn refresh_tokens_rotate_and_can_be_revoked() {
 
 #[test]
 fn expired_access_token_is_refused() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let env = setup();
     env.entra.set_auto_approve_after_polls(0);
     env.entra.set_token_lifetime(Duration::from_secs(2));
@@ -571,6 +585,9 @@ fn expired_access_token_is_refused() {
 
 #[test]
 fn entra_error_bodies_and_faults() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let env = setup();
     let client = format!("client_id={CLIENT_ID}");
 
@@ -780,6 +797,9 @@ fn assert_refused(r: &Http, error: &str, code: u32) {
 
 #[test]
 fn authorization_code_flow_with_pkce() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let env = setup();
     let verifier = URL_SAFE_NO_PAD.encode(&blob(48)[16..]); // 43 characters
     assert_eq!(verifier.len(), 43);
@@ -1056,6 +1076,9 @@ fn access_token(r: &Http) -> String {
 
 #[test]
 fn client_credentials_grant_with_secret_or_federated_assertion() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let env = setup();
     env.entra.add_app(APP_ID, Some(APP_SECRET));
     let secret = [("client_secret", APP_SECRET)];
@@ -1309,6 +1332,9 @@ fn app_service_token(env: &Env, imds: &MockImds, extra: &str) -> Http {
 
 #[test]
 fn managed_identity_endpoints_imds_and_app_service() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let env = setup();
     let imds = MockImds::start(&env.entra);
     assert!(
@@ -1637,6 +1663,9 @@ fn legacy_setup() -> (Env, MockVssps, String) {
 
 #[test]
 fn legacy_authorize_redirects_to_the_exact_callback_only() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let (env, vssps, secret) = legacy_setup();
     assert!(is_jwt_shaped(&secret), "{secret}");
 
@@ -1729,6 +1758,9 @@ fn legacy_authorize_redirects_to_the_exact_callback_only() {
 
 #[test]
 fn legacy_code_redeems_once_for_string_expires_in() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let (env, vssps, secret) = legacy_setup();
     let code = legacy_code(&env, &vssps, &[]);
 
@@ -1877,6 +1909,9 @@ fn legacy_code_redeems_once_for_string_expires_in() {
 
 #[test]
 fn legacy_refresh_rotates_and_faults() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let (env, vssps, secret) = legacy_setup();
     let code = legacy_code(&env, &vssps, &[]);
     let first = legacy_redeem(&env, &vssps, &secret, &code, &[]).json();
@@ -1964,6 +1999,9 @@ fn legacy_refresh_rotates_and_faults() {
 
 #[test]
 fn mock_ado_accepts_legacy_tokens() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
     let (env, vssps, secret) = legacy_setup();
     let token_for = |scope: &str| {
         let code = legacy_code(&env, &vssps, &[("scope", scope)]);

@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::harness::{World, field, last_refresh_outcome, ok, text};
+use common::requires::{Piece, require};
+
+use common::harness::{World, last_refresh_outcome, ok, text, token};
 use std::io::BufRead;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Stdio};
@@ -53,6 +55,12 @@ impl Drop for SecretService {
 
 #[test]
 fn os_keyring_keeps_the_sign_in_across_a_daemon_kill() {
+    if !require(
+        &[Piece::SecretService],
+        "the OS keyring (a real Secret Service)",
+    ) {
+        return;
+    }
     let mut w = World::with_store("auto");
     let ss = SecretService::start(&w);
     w.set_env("DBUS_SESSION_BUS_ADDRESS", &ss.address);
@@ -112,7 +120,7 @@ fn without_a_keyring_auto_keeps_tokens_in_memory_and_says_so() {
     );
     let status = w.client(&["status", "--json"], "");
     assert!(text(&status.stdout).contains("memory only"));
-    assert!(field(&w.get("contoso", true), "credential").is_some());
+    assert!(token(&w.get("contoso", true)).is_some());
     // Documented: a memory-only sign-in ends with the daemon.
     w.kill_daemon(libc::SIGKILL);
     let out = w.get("contoso", true);
@@ -135,7 +143,7 @@ fn the_file_store_is_explicit_private_and_survives_a_restart() {
     assert_eq!(mode, 0o600);
     let before = std::fs::read_to_string(&p).unwrap();
     w.kill_daemon(libc::SIGTERM);
-    assert!(field(&w.get("contoso", true), "credential").is_some());
+    assert!(token(&w.get("contoso", true)).is_some());
     // The restart redeemed the refresh token and persisted its rotated successor.
     let after = std::fs::read_to_string(&p).unwrap();
     assert_ne!(before, after);
@@ -173,6 +181,9 @@ fn keyring_pid(w: &World) -> i32 {
 
 #[test]
 fn a_keyring_that_does_not_answer_never_blocks_the_daemon() {
+    if !require(&[Piece::SecretService], "a keyring that stops answering") {
+        return;
+    }
     let mut w = World::with_store("auto");
     let ss = SecretService::start(&w);
     w.set_env("DBUS_SESSION_BUS_ADDRESS", &ss.address);
@@ -186,12 +197,18 @@ fn a_keyring_that_does_not_answer_never_blocks_the_daemon() {
     assert!(err.contains("memory only"), "{err}");
     assert!(err.contains("did not answer"), "{err}");
     assert!(t.elapsed() < std::time::Duration::from_secs(30));
-    assert!(field(&w.get("contoso", true), "credential").is_some());
+    assert!(token(&w.get("contoso", true)).is_some());
     unsafe { libc::kill(pid, libc::SIGCONT) };
 }
 
 #[test]
 fn a_keyring_that_fails_during_a_rotation_is_reported_and_the_sign_in_kept() {
+    if !require(
+        &[Piece::SecretService],
+        "a keyring failing during a rotation",
+    ) {
+        return;
+    }
     use std::time::Duration;
     let mut w = World::with_store("auto");
     let ss = SecretService::start(&w);

@@ -108,7 +108,7 @@ fn on_stdout_an_access_token_may_only_be_the_credential_answer() {
     let w = World::new();
     w.login("contoso");
     let out = w.get("contoso", true);
-    let at = common::harness::field(&out, "credential").expect("a token");
+    let at = common::harness::token(&out).expect("a token");
     let basic = w.get("contoso", false);
     assert_eq!(common::harness::field(&basic, "password"), Some(at.clone()));
     let status = w.client(&["status", "--json"], "");

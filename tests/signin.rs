@@ -4,7 +4,7 @@
 mod common;
 
 use common::MockEntra;
-use common::harness::{World, field, ok, text};
+use common::harness::{World, ok, text, token};
 use std::time::{Duration, Instant};
 
 const OTHER_TENANT: &str = "0f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b";
@@ -24,7 +24,7 @@ fn tenant_is_discovered_per_organization_and_cached() {
         Some(MockEntra::HOME_TENANT)
     );
     // Each organization gets a token of its own tenant, which its Azure DevOps accepts.
-    let t = field(&w.get("fabrikam", true), "credential").unwrap();
+    let t = token(&w.get("fabrikam", true)).unwrap();
     assert_eq!(w.entra.validate(&t).unwrap().tid, OTHER_TENANT);
     ok(&w, &w.git(&["clone", &fab, "f"], None), "clone fabrikam");
     ok(&w, &w.git(&["clone", &con, "c"], None), "clone contoso");
@@ -104,7 +104,7 @@ fn a_revoked_refresh_token_asks_to_sign_in_again() {
     assert!(status.contains("sign-in required"), "{status}");
     // Signing in again repairs it.
     w.login("contoso");
-    assert!(field(&w.get("contoso", true), "credential").is_some());
+    assert!(token(&w.get("contoso", true)).is_some());
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn signing_an_organization_in_with_another_account_forgets_the_old_one() {
         1,
         "the old refresh token is gone"
     );
-    let t = field(&w.get("contoso", true), "credential").unwrap();
+    let t = token(&w.get("contoso", true)).unwrap();
     assert_eq!(w.entra.validate(&t).unwrap().upn, "bob@contoso.example");
     let status = text(&w.client(&["status"], "").stdout);
     assert!(
@@ -219,7 +219,7 @@ fn a_claims_challenge_is_sent_with_the_next_token_request() {
     use base64::Engine;
     let w = World::new();
     w.login("contoso");
-    let t1 = field(&w.get("contoso", true), "credential").unwrap();
+    let t1 = token(&w.get("contoso", true)).unwrap();
     let claims = r#"{"access_token":{"nbf":{"essential":true,"value":"1700000000"}}}"#;
     let challenge = format!(
         "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"insufficient_claims\", claims=\"{}\"",
@@ -230,7 +230,7 @@ fn a_claims_challenge_is_sent_with_the_next_token_request() {
         w.ado.host()
     );
     ok(&w, &w.client(&["erase"], &input), "erase");
-    let t2 = field(&w.get("contoso", true), "credential").expect("a new token, no sign-in");
+    let t2 = token(&w.get("contoso", true)).expect("a new token, no sign-in");
     assert_ne!(t1, t2);
     assert_eq!(w.entra.stats().last_claims.as_deref(), Some(claims));
     assert_eq!(w.entra.stats().devicecode_requests, 1);
@@ -294,7 +294,7 @@ fn logout_one_organization_then_all() {
         "logout contoso",
     );
     assert!(w.get("contoso", true).stdout.is_empty());
-    assert!(field(&w.get("fabrikam", true), "credential").is_some());
+    assert!(token(&w.get("fabrikam", true)).is_some());
     assert_eq!(rts(), 1);
     let out = w.client(&["logout"], "");
     assert!(!out.status.success());

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::requires::{Piece, require};
+
 use common::Scheme;
 use common::gits::{self, Git};
 use common::harness::{World, ok, text};
@@ -136,31 +138,49 @@ fn clone_with_a_large_negotiation(g: Git) {
 
 #[test]
 fn a_3_mib_push_works_with_git_2_39() {
+    if !require(&[Piece::GitDebian], "a 3 MiB push with git 2.39") {
+        return;
+    }
     push_3_mib(gits::debian());
 }
 
 #[test]
 fn a_3_mib_push_works_with_git_2_47() {
+    if !require(&[Piece::GitMachine], "a 3 MiB push with git 2.47") {
+        return;
+    }
     push_3_mib(gits::machine());
 }
 
 #[test]
 fn a_3_mib_push_works_with_git_2_55() {
+    if !require(&[Piece::GitNewest], "a 3 MiB push with git 2.55") {
+        return;
+    }
     push_3_mib(gits::newest());
 }
 
 #[test]
 fn a_large_negotiation_works_with_git_2_39() {
+    if !require(&[Piece::GitDebian], "a large negotiation with git 2.39") {
+        return;
+    }
     clone_with_a_large_negotiation(gits::debian());
 }
 
 #[test]
 fn a_large_negotiation_works_with_git_2_47() {
+    if !require(&[Piece::GitMachine], "a large negotiation with git 2.47") {
+        return;
+    }
     clone_with_a_large_negotiation(gits::machine());
 }
 
 #[test]
 fn a_large_negotiation_works_with_git_2_55() {
+    if !require(&[Piece::GitNewest], "a large negotiation with git 2.55") {
+        return;
+    }
     clone_with_a_large_negotiation(gits::newest());
 }
 
@@ -179,6 +199,12 @@ fn configure(w: &World, line: &str) {
 /// fails only for its own reason while the next fetch works at once, with no new token.
 #[test]
 fn after_a_transfer_fails_for_another_reason_the_next_fetch_works() {
+    if !require(
+        &[Piece::GitMachine],
+        "a forced-Bearer push failing with git 2.47",
+    ) {
+        return;
+    }
     let g = gits::machine();
     let w = World::new();
     configure(&w, "auth = \"bearer\"");
@@ -225,6 +251,12 @@ fn after_a_transfer_fails_for_another_reason_the_next_fetch_works() {
 /// `doctor` names the answer the git on PATH gets and why, and the other gits seen.
 #[test]
 fn doctor_says_which_answer_each_git_gets() {
+    if !require(
+        &[Piece::GitMachine, Piece::GitNewest],
+        "doctor naming each git's answer",
+    ) {
+        return;
+    }
     let w = World::new();
     w.login("contoso");
     // A get from git 2.55, as the harness sends it.

@@ -8,7 +8,8 @@
 //! - [`newest`]: git 2.55.0 from the project's `../shared/git/` tarball, unpacked under
 //!   `target/tmp/` on first use, which sends Bearer on the probe too.
 //!
-//! A test that asks for one of them and cannot find it fails, naming what is missing.
+//! A test checks for the one it needs with [`super::requires::require`] first, which skips it
+//! (or, in CI, fails it) when it is missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,17 +75,6 @@ fn parse_version(text: &str) -> Option<(u32, u32, u32)> {
     Some((next()?, next()?, next().unwrap_or(0)))
 }
 
-fn found(
-    what: &str,
-    slot: &'static OnceLock<Result<Git, String>>,
-    find: fn() -> Result<Git, String>,
-) -> Git {
-    match slot.get_or_init(find) {
-        Ok(g) => g.clone(),
-        Err(e) => panic!("{what}: {e}"),
-    }
-}
-
 /// The git at `bin`, if `fits` its version.
 fn installed(bin: &str, fits: fn(&Git) -> bool, needed: &str) -> Result<Git, String> {
     let g = Git::at(bin.into())?;
@@ -95,36 +85,25 @@ fn installed(bin: &str, fits: fn(&Git) -> bool, needed: &str) -> Result<Git, Str
 }
 
 /// Debian's git 2.39 (`/usr/bin/git`): no `authtype`, so Basic.
-pub fn debian() -> Git {
+pub fn try_debian() -> Result<Git, String> {
     static GIT: OnceLock<Result<Git, String>> = OnceLock::new();
-    found(
-        "Debian's git (apt-get install git; .ci/run installs it)",
-        &GIT,
-        || {
-            installed(
-                "/usr/bin/git",
-                |g| !g.announces_authtype(),
-                "a git older than 2.46",
-            )
-        },
-    )
+    let fits = |g: &Git| !g.announces_authtype();
+    (GIT.get_or_init(|| installed("/usr/bin/git", fits, "a git older than 2.46"))).clone()
 }
 
 /// The machine's git first on `PATH` (`/usr/local/bin/git`, 2.47): announces `authtype`, but
 /// drops an `authtype` credential on the probe.
-pub fn machine() -> Git {
+pub fn try_machine() -> Result<Git, String> {
     static GIT: OnceLock<Result<Git, String>> = OnceLock::new();
-    found("the machine's git in /usr/local/bin", &GIT, || {
-        let fits = |g: &Git| g.announces_authtype() && !g.sends_bearer_on_the_probe();
-        installed("/usr/local/bin/git", fits, "a git from 2.46 to 2.53")
-    })
+    let fits = |g: &Git| g.announces_authtype() && !g.sends_bearer_on_the_probe();
+    (GIT.get_or_init(|| installed("/usr/local/bin/git", fits, "a git from 2.46 to 2.53"))).clone()
 }
 
 /// git 2.55.0, unpacked from the project's `../shared/git/` tarball (or `$AZDO_TEST_GIT_TARBALL`)
 /// into `target/tmp/`, or `$AZDO_TEST_GIT_NEWEST` (a `git` binary of 2.54 or newer).
-pub fn newest() -> Git {
+pub fn try_newest() -> Result<Git, String> {
     static GIT: OnceLock<Result<Git, String>> = OnceLock::new();
-    found("git 2.54 or newer", &GIT, || {
+    (GIT.get_or_init(|| {
         let bin = match std::env::var_os("AZDO_TEST_GIT_NEWEST").filter(|v| !v.is_empty()) {
             Some(bin) => PathBuf::from(bin),
             None => unpacked()?,
@@ -138,7 +117,32 @@ pub fn newest() -> Git {
             ));
         }
         Ok(g)
-    })
+    }))
+    .clone()
+}
+
+/// [`try_debian`], for a test that has checked [`super::requires::Piece::GitDebian`].
+pub fn debian() -> Git {
+    try_debian().unwrap_or_else(|e| panic!("Debian's git: {e}"))
+}
+
+/// [`try_machine`], for a test that has checked [`super::requires::Piece::GitMachine`].
+pub fn machine() -> Git {
+    try_machine().unwrap_or_else(|e| panic!("the machine's git: {e}"))
+}
+
+/// [`try_newest`], for a test that has checked [`super::requires::Piece::GitNewest`].
+pub fn newest() -> Git {
+    try_newest().unwrap_or_else(|e| panic!("git 2.54 or newer: {e}"))
+}
+
+/// The newest git at hand that announces `capability[]=authtype`, else the one on `PATH`: what
+/// a `get` "from a git that can take Bearer" is started by when no git 2.54+ is here.
+pub fn newest_at_hand() -> Git {
+    try_newest()
+        .or_else(|_| try_machine())
+        .or_else(|_| Git::at("git".into()))
+        .unwrap_or_else(|e| panic!("no git at all: {e}"))
 }
 
 const TARBALL: &str = "git-2.55.0-debian12-x86_64.tar.gz";

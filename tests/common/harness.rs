@@ -365,9 +365,10 @@ impl World {
         out
     }
 
-    /// A `get` for `org` as git sends it: with `bearer`, as git 2.55 does (it announces
-    /// `capability[]=authtype` and exports its `GIT_EXEC_PATH`, so it is answered Bearer); else
-    /// as git 2.39 does (no capability: Basic).
+    /// A `get` for `org` as git sends it: with `bearer`, as the newest git at hand does (it
+    /// announces `capability[]=authtype` and exports its `GIT_EXEC_PATH`: git 2.55 is answered
+    /// Bearer, an older one Basic; [`token`] reads either); else as git 2.39 does (no
+    /// capability: Basic).
     pub fn get(&self, org: &str, bearer: bool) -> Output {
         let cap = if bearer {
             "capability[]=authtype\n"
@@ -380,7 +381,7 @@ impl World {
         );
         let mut c = self.command(CLIENT);
         if bearer {
-            c.env("GIT_EXEC_PATH", super::gits::newest().exec_path);
+            c.env("GIT_EXEC_PATH", super::gits::newest_at_hand().exec_path);
         }
         run_with_input(c.arg("get"), input.as_bytes())
     }
@@ -495,6 +496,11 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+/// The token of a credential answer, Bearer (`credential=`) or Basic (`password=`).
+pub fn token(out: &Output) -> Option<String> {
+    field(out, "credential").or_else(|| field(out, "password"))
 }
 
 /// The value of `key=` in a credential answer.
