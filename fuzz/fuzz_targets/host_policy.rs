@@ -9,9 +9,14 @@
 //! extra hosts are only loaded for hosts that are not built in. Nothing panics.
 #![no_main]
 
-use git_credential_azdo::policy::{Decision, PolicyError, decide, is_builtin_host, valid_org};
+use git_credential_azdo::policy::{Decision, PolicyError, decide};
 use git_credential_azdo::protocol::Credential;
 use libfuzzer_sys::fuzz_target;
+
+/// The rule the policy is judged by, written independently of it (shared with the property
+/// tests).
+#[path = "../../tests/oracle/hosts.rs"]
+mod oracle;
 
 fn field(raw: Option<&[u8]>) -> Option<String> {
     raw.filter(|f| *f != [0xFF])
@@ -53,7 +58,7 @@ fn assert_ours(cred: &Credential, host: &str, extra: &[String]) {
         "reported host is not the given one"
     );
     assert!(
-        is_builtin_host(host) || extra.iter().any(|h| h.eq_ignore_ascii_case(host)),
+        oracle::may_answer(host, extra),
         "answered for a host that is neither built in nor configured: {host:?} (extra {extra:?})"
     );
 }
@@ -86,7 +91,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(Decision::Serve(t)) => {
             assert_ours(&cred, &t.host, &extra);
             assert!(
-                valid_org(&t.org),
+                oracle::organization(&t.org),
                 "served an invalid organization {:?}",
                 t.org
             );
@@ -104,7 +109,7 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or_default()
             .to_ascii_lowercase();
         assert!(
-            !is_builtin_host(&host),
+            !oracle::built_in(&host),
             "loaded the configuration for a built-in host"
         );
         assert_eq!(cred.protocol.as_deref(), Some("https"));
