@@ -303,3 +303,50 @@ fn a_full_disk_is_reported_and_the_stored_refresh_token_stays_usable() {
     );
     drop(disk);
 }
+
+/// A rotated refresh token is written before the new access token is handed out. With the
+/// daemon held in the middle of that write, a `get` that arrives meanwhile gets nothing yet
+/// (it waits for the refresh in flight); once the write is done, it gets the new token, and
+/// the store already holds the new refresh token. (Publishing the token before the write, by
+/// hand, hands it out while the write is held, and this test fails.)
+#[test]
+fn no_get_sees_a_new_token_before_its_refresh_token_is_stored() {
+    let mut w = World::new();
+    w.login("contoso");
+    let before = stored_token(&w);
+    ok(&w, &w.client(&["stop"], ""), "stop");
+    w.set_env(STOP_AT, "store-write");
+    ok(&w, &w.client(&["status"], ""), "status starts a daemon");
+    assert!(
+        wait_until(Duration::from_secs(20), || w
+            .log()
+            .contains("stopped at a crash point")),
+        "{}",
+        w.log()
+    );
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let get = s.spawn(|| {
+            let out = w.get("contoso", true);
+            answered.store(true, std::sync::atomic::Ordering::SeqCst);
+            out
+        });
+        // Held: the get is still waiting, and the store still holds the old refresh token.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(
+            !answered.load(std::sync::atomic::Ordering::SeqCst),
+            "a get was answered while the rotated refresh token was not stored yet"
+        );
+        assert_eq!(stored_token(&w), before);
+        std::fs::write(w.runtime_dir().join("crash-point-release"), "").unwrap();
+        let out = get.join().unwrap();
+        let token = common::harness::token(&out).expect("a token once the write is done");
+        assert!(w.entra.validate(&token).is_some());
+        assert_ne!(
+            stored_token(&w),
+            before,
+            "answered before the new refresh token was stored"
+        );
+    });
+    w.set_env(STOP_AT, "");
+}
