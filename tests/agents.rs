@@ -14,16 +14,6 @@ use common::oidc::{federated_jwt, oidc_provider};
 
 const APP: &str = "6a1e3b52-2f0c-4d3e-9a7b-1c2d3e4f5a6b";
 
-/// Adds an identity to the world's configuration and makes it the default.
-fn configure(w: &World, identity: &str) {
-    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
-    std::fs::write(
-        w.config_path(),
-        format!("identity = \"ci\"\n{cfg}\n[identities.ci]\n{identity}\n"),
-    )
-    .unwrap();
-}
-
 fn clone_ok(w: &World) {
     let url = w.ado.create_repo("contoso", "p", "r");
     ok(
@@ -64,7 +54,7 @@ fn failure(w: &World) -> String {
 fn service_principal_with_a_secret() {
     let mut w = World::new();
     w.entra.add_app(APP, Some("s3cret-value"));
-    configure(&w, "kind = \"service-principal\"");
+    w.configure_identity("kind = \"service-principal\"");
     w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
     w.set_env("AZURE_CLIENT_ID", APP);
     w.set_env("AZURE_CLIENT_SECRET", "s3cret-value");
@@ -82,7 +72,7 @@ fn service_principal_with_a_secret() {
 fn service_principal_misconfigurations_are_one_line() {
     let mut w = World::new();
     w.entra.add_app(APP, Some("right"));
-    configure(&w, "kind = \"service-principal\"");
+    w.configure_identity("kind = \"service-principal\"");
     w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
     w.set_env("AZURE_CLIENT_ID", APP);
     // Missing variable.
@@ -104,7 +94,7 @@ fn workload_identity_re_reads_its_token_file() {
     let file = w.path("federated-token");
     let write_token = |sub: &str| std::fs::write(&file, federated_jwt(sub)).unwrap();
     write_token("system:serviceaccount:ci:agent");
-    configure(&w, "kind = \"workload-identity\"");
+    w.configure_identity("kind = \"workload-identity\"");
     w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
     w.set_env("AZURE_CLIENT_ID", APP);
     w.set_env("AZURE_FEDERATED_TOKEN_FILE", file.to_str().unwrap());
@@ -120,7 +110,7 @@ fn workload_identity_re_reads_its_token_file() {
 fn managed_identity_on_imds_retries_when_busy() {
     let mut w = World::new();
     let imds = MockImds::start(&w.entra);
-    configure(&w, "kind = \"managed-identity\"");
+    w.configure_identity("kind = \"managed-identity\"");
     w.set_env("AZURE_POD_IDENTITY_AUTHORITY_HOST", &imds.url());
     imds.fail_next(2, 429);
     clone_ok(&w);
@@ -138,10 +128,9 @@ fn user_assigned_managed_identity_by_client_id_and_app_service() {
     let mut w = World::new();
     let imds = MockImds::start(&w.entra);
     imds.add_user_assigned(APP, "0b1c2d3e-0000-4000-8000-000000000001", "/subscriptions/x/resourceGroups/y/providers/Microsoft.ManagedIdentity/userAssignedIdentities/agent");
-    configure(
-        &w,
-        &format!("kind = \"managed-identity\"\nclient_id = \"{APP}\""),
-    );
+    w.configure_identity(&format!(
+        "kind = \"managed-identity\"\nclient_id = \"{APP}\""
+    ));
     // App Service / Functions: IDENTITY_ENDPOINT + IDENTITY_HEADER.
     w.set_env("IDENTITY_ENDPOINT", &imds.app_service_endpoint());
     w.set_env("IDENTITY_HEADER", imds.header_secret());
@@ -160,7 +149,7 @@ fn user_assigned_managed_identity_by_client_id_and_app_service() {
 #[test]
 fn no_managed_identity_endpoint_fails_fast_with_one_line() {
     let mut w = World::new();
-    configure(&w, "kind = \"managed-identity\"");
+    w.configure_identity("kind = \"managed-identity\"");
     // Nothing listens there.
     w.set_env("AZURE_POD_IDENTITY_AUTHORITY_HOST", "http://127.0.0.1:9");
     let t = std::time::Instant::now();
@@ -174,7 +163,7 @@ fn an_app_service_refusal_is_reported_with_its_message() {
     let mut w = World::new();
     let imds = MockImds::start(&w.entra);
     imds.set_system_assigned(false);
-    configure(&w, "kind = \"managed-identity\"");
+    w.configure_identity("kind = \"managed-identity\"");
     w.set_env("IDENTITY_ENDPOINT", &imds.app_service_endpoint());
     w.set_env("IDENTITY_HEADER", imds.header_secret());
     let err = failure(&w);
@@ -194,7 +183,7 @@ fn workload_identity_in_github_actions() {
         "repo:contoso/web:ref:refs/heads/main",
         |jwt| format!(r#"{{"count":1,"value":"{jwt}"}}"#),
     );
-    configure(&w, "kind = \"workload-identity\"");
+    w.configure_identity("kind = \"workload-identity\"");
     w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
     w.set_env("AZURE_CLIENT_ID", APP);
     w.set_env(
@@ -224,9 +213,7 @@ fn workload_identity_in_azure_pipelines() {
         "sc://contoso/web/agent-connection",
         |jwt| format!(r#"{{"oidcToken":"{jwt}"}}"#),
     );
-    configure(
-        &w,
-        "kind = \"workload-identity\"\nservice_connection_id = \"c0ffee00-0000-4000-8000-000000000001\"",
+    w.configure_identity("kind = \"workload-identity\"\nservice_connection_id = \"c0ffee00-0000-4000-8000-000000000001\"",
     );
     w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
     w.set_env("AZURE_CLIENT_ID", APP);
@@ -314,7 +301,7 @@ fn managed_identity_on_azure_arc_proves_itself_with_the_key_file() {
     );
     let (token, _) = w.entra.mint_app_token(APP, MockEntra::HOME_TENANT);
     let endpoint = arc_endpoint(key_file, "arc-secret-key", token);
-    configure(&w, "kind = \"managed-identity\"");
+    w.configure_identity("kind = \"managed-identity\"");
     w.set_env("IDENTITY_ENDPOINT", &endpoint);
     w.set_env(
         "IMDS_ENDPOINT",
@@ -382,7 +369,7 @@ fn service_principal_with_a_certificate() {
     let mut w = World::new();
     let (pem, thumb, public) = certificate(&w);
     w.entra.add_certificate_app(APP, &thumb, &public);
-    configure(&w, "kind = \"service-principal\"");
+    w.configure_identity("kind = \"service-principal\"");
     w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
     w.set_env("AZURE_CLIENT_ID", APP);
     w.set_env("AZURE_CLIENT_CERTIFICATE_PATH", pem.to_str().unwrap());
@@ -417,7 +404,7 @@ fn an_arc_challenge_naming_a_file_outside_the_token_directory_is_refused() {
     let elsewhere = w.path("home/server.key");
     std::fs::write(&elsewhere, "private").unwrap();
     let endpoint = arc_endpoint(elsewhere, "private", "unused".into());
-    configure(&w, "kind = \"managed-identity\"");
+    w.configure_identity("kind = \"managed-identity\"");
     w.set_env("IDENTITY_ENDPOINT", &endpoint);
     w.set_env(
         "IMDS_ENDPOINT",
@@ -431,7 +418,7 @@ fn an_arc_challenge_naming_a_file_outside_the_token_directory_is_refused() {
 fn doctor_checks_machine_identities_with_the_callers_variables() {
     let mut w = World::new();
     w.entra.add_app(APP, Some("s3cret-value"));
-    configure(&w, "kind = \"service-principal\"");
+    w.configure_identity("kind = \"service-principal\"");
     w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
     w.set_env("AZURE_CLIENT_ID", APP);
     // The default identity, no organization known yet: does it give a token at all?
@@ -491,7 +478,7 @@ fn unreadable_secret_certificate_and_token_files_are_one_line_each() {
     for (identity, var, message) in cases {
         let mut w = World::new();
         let missing = w.path("no-such-file").display().to_string();
-        configure(&w, &identity.replace("{missing}", &missing));
+        w.configure_identity(&identity.replace("{missing}", &missing));
         w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
         w.set_env("AZURE_CLIENT_ID", APP);
         if let Some(var) = var {

@@ -9,16 +9,6 @@ use common::harness::{CLIENT, World, field, ok, run_with_input, text, token};
 
 const APP: &str = "6a1e3b52-2f0c-4d3e-9a7b-1c2d3e4f5a6b";
 
-/// Adds identity `ci` to the world's configuration and makes it the default.
-fn configure_identity(w: &World, identity: &str) {
-    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
-    std::fs::write(
-        w.config_path(),
-        format!("identity = \"ci\"\n{cfg}\n[identities.ci]\n{identity}\n"),
-    )
-    .unwrap();
-}
-
 /// Every distinct `identity:ci:…` slot id in the daemon's log.
 fn slot_ids(log: &str) -> Vec<String> {
     let mut ids: Vec<String> = log
@@ -42,7 +32,7 @@ fn slot_ids(log: &str) -> Vec<String> {
 fn a_slot_id_in_the_log_is_no_fingerprint_of_the_secret() {
     let mut w = World::new();
     w.entra.add_app(APP, Some("s3cret-value"));
-    configure_identity(&w, "kind = \"service-principal\"");
+    w.configure_identity("kind = \"service-principal\"");
     w.set_env("AZURE_TENANT_ID", MockEntra::HOME_TENANT);
     w.set_env("AZURE_CLIENT_ID", APP);
     w.set_env("AZURE_CLIENT_SECRET", "s3cret-value");
@@ -206,7 +196,7 @@ fn status_json(w: &World) -> serde_json::Value {
 fn service_principal_world() -> World {
     let w = World::new();
     w.entra.add_app(APP, Some("s3cret-value"));
-    configure_identity(&w, "kind = \"service-principal\"");
+    w.configure_identity("kind = \"service-principal\"");
     ok(&w, &w.client(&["status"], ""), "status");
     w
 }
@@ -273,7 +263,7 @@ fn a_thousand_jobs_with_their_own_secrets_leave_nothing_behind() {
     w.set_env("GIT_CREDENTIAL_AZDO_LOG", "info");
     w.entra
         .set_token_lifetime(std::time::Duration::from_secs(12));
-    configure_identity(&w, "kind = \"service-principal\"");
+    w.configure_identity("kind = \"service-principal\"");
     ok(&w, &w.client(&["status"], ""), "status");
     let jobs = 1000;
     let mut rss_at_200 = 0;
@@ -370,9 +360,7 @@ fn a_build_step_is_served_with_its_own_variables_only() {
     let (oidc, seen) = common::oidc::oidc_provider(&w, "job-token-of-step-a", sub, |jwt| {
         format!(r#"{{"oidcToken":"{jwt}"}}"#)
     });
-    configure_identity(
-        &w,
-        "kind = \"workload-identity\"\nservice_connection_id = \"c0ffee00-0000-4000-8000-000000000001\"",
+    w.configure_identity("kind = \"workload-identity\"\nservice_connection_id = \"c0ffee00-0000-4000-8000-000000000001\"",
     );
     let oidc_url = format!(
         "https://{}/contoso/_apis/distributedtask/hubs/build/plans/p/jobs/j/oidctoken",
@@ -445,7 +433,7 @@ fn a_build_step_is_served_with_its_own_variables_only() {
 #[test]
 fn an_identity_endpoint_off_the_machine_over_http_gets_nothing() {
     let w = World::new();
-    configure_identity(&w, "kind = \"managed-identity\"");
+    w.configure_identity("kind = \"managed-identity\"");
     let out = step_get(
         &w,
         &[

@@ -85,16 +85,11 @@ pub fn credential_op(
     }
 }
 
-/// This process's machine-identity variables, for the daemon to use on its behalf.
-fn identity_env() -> std::collections::BTreeMap<String, crate::secret::Secret> {
-    crate::launch::identity_variables()
-}
-
 fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
     let authtype = cred.has_capability("authtype");
     let req = Request::Get {
         org: target.org.clone(),
-        env: identity_env(),
+        env: crate::launch::identity_variables(),
         authtype,
         // Which git asks matters only to one that can take Bearer.
         git: authtype.then(GitInstall::of_caller).flatten(),

@@ -808,7 +808,7 @@ pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
             ));
             match call(
                 &Request::Doctor {
-                    env: super::identity_env(),
+                    env: crate::launch::identity_variables(),
                     git: crate::answer::GitInstall::at(&exec_path),
                 },
                 Duration::from_secs(120),

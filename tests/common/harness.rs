@@ -353,6 +353,17 @@ impl World {
         run_with_input(&mut c, b"")
     }
 
+    /// Adds machine identity `ci` (`identity` holds its settings) to the configuration and
+    /// makes it the default, before the daemon starts.
+    pub fn configure_identity(&self, identity: &str) {
+        let cfg = std::fs::read_to_string(self.config_path()).unwrap();
+        std::fs::write(
+            self.config_path(),
+            format!("identity = \"ci\"\n{cfg}\n[identities.ci]\n{identity}\n"),
+        )
+        .unwrap();
+    }
+
     /// `git-credential-azdo login --org ORG`, approved by the mock.
     pub fn login(&self, org: &str) -> Output {
         let out = self.client(&["login", "--org", org, "--host", &self.ado.host()], "");
