@@ -186,6 +186,80 @@ fn device_code_is_used_when_asked_or_when_no_browser_can_open() {
     assert!(text(&out.stderr).contains("enter the code"));
 }
 
+/// A desktop's opener: an `xdg-open` first on PATH that leaves a marker and follows the sign-in
+/// like [`browser`], and a display, so that the client would use it. Returns the marker.
+fn desktop(w: &mut World) -> std::path::PathBuf {
+    let dir = w.workdir("desktop-bin");
+    let marker = w.path("xdg-open-ran");
+    let page = w.path("browser-page.html");
+    let ca = w.ca.ca_path().display().to_string();
+    let script = dir.join("xdg-open");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh
+touch {marker}
+curl -s -L --max-redirs 3 --cacert {ca} -o {page} \"$1\"\n",
+            marker = marker.display(),
+            page = page.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin_dir = std::path::Path::new(common::harness::CLIENT)
+        .parent()
+        .unwrap();
+    w.set_env(
+        "PATH",
+        &format!(
+            "{}:{}:/usr/local/bin:/usr/bin:/bin",
+            dir.display(),
+            bin_dir.display()
+        ),
+    );
+    w.set_env("DISPLAY", ":0");
+    marker
+}
+
+/// Over SSH a desktop's opener would open a browser on the wrong machine (the one with the
+/// display, not the person's): with `SSH_CONNECTION` or `SSH_TTY` set, the sign-in is a device
+/// code even where `xdg-open` and a display are at hand; without them, the browser opens.
+#[test]
+fn ssh_sessions_sign_in_with_a_device_code_even_with_a_display() {
+    if !require(
+        &[Piece::Curl],
+        "device code over SSH, the desktop's opener otherwise (curl plays the browser)",
+    ) {
+        return;
+    }
+    for (k, v) in [
+        ("SSH_CONNECTION", "10.0.0.1 50000 10.0.0.2 22"),
+        ("SSH_TTY", "/dev/pts/3"),
+    ] {
+        let mut w = World::new();
+        let marker = desktop(&mut w);
+        w.set_env(k, v);
+        let out = login(&w, &[]);
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{k}: {err}\n{}", w.log());
+        assert!(err.contains("enter the code"), "{k}: {err}");
+        assert_eq!(w.entra.stats().authorize_requests, 0, "{k}");
+        assert!(!marker.exists(), "{k}: xdg-open ran");
+    }
+    // Neither: the desktop's opener.
+    let mut w = World::new();
+    let marker = desktop(&mut w);
+    let out = login(&w, &["--timeout", "30"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}\n{}", w.log());
+    assert!(err.contains("Opening a browser"), "{err}");
+    assert!(!err.contains("enter the code"), "{err}");
+    assert!(w.entra.stats().authorize_requests >= 1);
+    assert_eq!(w.entra.stats().auth_code_ok, 1);
+    assert!(marker.exists(), "xdg-open never ran");
+    assert!(wait_for_file(&w.path("browser-page.html")).contains("Connected"));
+}
+
 #[test]
 fn doctor_passes_when_all_is_well_and_names_the_fix_when_not() {
     let w = World::new();

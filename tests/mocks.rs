@@ -161,6 +161,11 @@ fn sign_in(env: &Env, tenant: &str) -> Value {
 }
 
 fn refresh(env: &Env, refresh_token: &str, extra: &[&str]) -> Http {
+    refresh_at(env, "organizations", refresh_token, extra)
+}
+
+/// The refresh-token grant at `tenant`'s token endpoint.
+fn refresh_at(env: &Env, tenant: &str, refresh_token: &str, extra: &[&str]) -> Http {
     let mut form = vec![
         "grant_type=refresh_token".to_string(),
         format!("client_id={CLIENT_ID}"),
@@ -169,7 +174,7 @@ fn refresh(env: &Env, refresh_token: &str, extra: &[&str]) -> Http {
     ];
     form.extend(extra.iter().map(|s| s.to_string()));
     let form: Vec<&str> = form.iter().map(String::as_str).collect();
-    entra_post(env, "organizations", "token", &form)
+    entra_post(env, tenant, "token", &form)
 }
 
 fn jwt_payload(token: &str) -> Value {
@@ -269,6 +274,8 @@ fn device_code_flow_then_push_clone_fetch() {
             .starts_with("AADSTS70016:")
     );
 
+    // The next poll keeps the advertised interval (a sooner one is told to slow down).
+    std::thread::sleep(Duration::from_secs(1));
     let ok = poll(&env, "organizations", device_code);
     assert_eq!(ok.status, 200, "{}", ok.body);
     let ok = ok.json();
@@ -558,6 +565,165 @@ fn refresh_tokens_rotate_and_can_be_revoked() {
 }
 
 #[test]
+fn refresh_tokens_are_redeemed_only_in_their_own_tenant() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
+    let env = setup();
+    env.entra.set_auto_approve_after_polls(0);
+    let other = sign_in(&env, OTHER_TENANT);
+    let rt = other["refresh_token"].as_str().unwrap();
+    // At `organizations` (the user's home tenant) or another tenant: refused, and unused.
+    let r = refresh(&env, rt, &[]);
+    assert_refused(&r, "invalid_grant", 700005);
+    let home = MockEntra::HOME_TENANT;
+    assert_refused(&refresh_at(&env, home, rt, &[]), "invalid_grant", 700005);
+    // At its own tenant: a token of that tenant.
+    let r = refresh_at(&env, OTHER_TENANT, rt, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = r.json()["access_token"].as_str().unwrap().to_string();
+    assert_eq!(env.entra.validate(&token).unwrap().tid, OTHER_TENANT);
+    // A home-tenant refresh token works at `organizations` and at the home tenant's GUID.
+    let rt = sign_in(&env, "organizations")["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = refresh_at(&env, home, &rt, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rt = r.json()["refresh_token"].as_str().unwrap().to_string();
+    assert_eq!(refresh(&env, &rt, &[]).status, 200);
+    assert_refused(
+        &refresh_at(&env, OTHER_TENANT, &rt, &[]),
+        "invalid_grant",
+        700005,
+    );
+}
+
+#[test]
+fn scopes_are_parsed_as_entra_parses_them() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
+    let env = setup();
+    let client = format!("client_id={CLIENT_ID}");
+    let ado = ADO_RESOURCE;
+    const GRAPH: &str = "00000003-0000-0000-c000-000000000000";
+    // Granted: which resource the token is for.
+    let granted = [
+        (format!("{ado}/.default offline_access"), ado),
+        (format!("{ado}/user_impersonation openid profile"), ado),
+        (
+            "https://app.vssps.visualstudio.com/.default".to_string(),
+            ado,
+        ),
+        ("openid offline_access".to_string(), GRAPH),
+        ("User.Read offline_access".to_string(), GRAPH),
+    ];
+    for (scope, aud) in granted {
+        let dc = entra_post(
+            &env,
+            "organizations",
+            "devicecode",
+            &[&client, &format!("scope={scope}")],
+        );
+        assert_eq!(dc.status, 200, "{scope}: {}", dc.body);
+        let dc = dc.json();
+        assert!(env.entra.approve(dc["user_code"].as_str().unwrap()));
+        let r = poll(&env, "organizations", dc["device_code"].as_str().unwrap());
+        assert_eq!(r.status, 200, "{scope}: {}", r.body);
+        let token = r.json()["access_token"].as_str().unwrap().to_string();
+        assert_eq!(env.entra.validate(&token).unwrap().aud, aud, "{scope}");
+    }
+    // Refused, by the devicecode endpoint, at the authorize endpoint and by a refresh grant.
+    let refused = [
+        // A resource with no permission is a Graph permission that does not exist.
+        (ado.to_string(), "invalid_scope", 70011),
+        (
+            format!("{ado}/.defaults offline_access"),
+            "invalid_scope",
+            70011,
+        ),
+        (format!("{ado}/vso.code_write"), "invalid_scope", 70011),
+        (format!("x{ado}/.default"), "invalid_resource", 500011),
+        (format!("{ado}x/.default"), "invalid_resource", 500011),
+        (format!("{ado}/.default User.Read"), "invalid_scope", 28000),
+        (
+            format!("{ado}/.default {ado}/user_impersonation"),
+            "invalid_scope",
+            70011,
+        ),
+    ];
+    let rt = {
+        env.entra.set_auto_approve_after_polls(0);
+        sign_in(&env, "organizations")["refresh_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let challenge = s256(&URL_SAFE_NO_PAD.encode(&blob(48)[16..]));
+    for (scope, error, code) in refused {
+        let r = entra_post(
+            &env,
+            "organizations",
+            "devicecode",
+            &[&client, &format!("scope={scope}")],
+        );
+        assert_refused(&r, error, code);
+        let r = refresh(&env, &rt, &[&format!("scope={scope}")]);
+        assert_refused(&r, error, code);
+        let r = authorize_with(&env, "organizations", &challenge, &[("scope", &scope)]);
+        let (_, query) = location(&r);
+        assert_eq!(query["error"], error, "{scope}");
+        let prefix = format!("AADSTS{code}: ");
+        assert!(
+            query["error_description"].starts_with(&prefix),
+            "{scope}: {query:?}"
+        );
+    }
+    // A refused refresh grant leaves the refresh token usable.
+    assert_eq!(refresh(&env, &rt, &[]).status, 200);
+}
+
+#[test]
+fn device_code_polls_too_soon_are_told_to_slow_down() {
+    if !require(&[Piece::Curl], "the mocks, driven with curl") {
+        return;
+    }
+    let env = setup();
+    env.entra
+        .set_auto_approve_after_polls(MockEntra::MANUAL_APPROVAL);
+    let dc = devicecode(&env, "organizations");
+    let code = dc["device_code"].as_str().unwrap();
+    assert_eq!(dc["interval"], 1);
+    let r = poll(&env, "organizations", code);
+    assert_eq!(r.json()["error"], "authorization_pending", "{}", r.body);
+    // At once: slow_down, and the interval is now 6 s...
+    let r = poll(&env, "organizations", code);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"], "slow_down", "{}", r.body);
+    // ...so a poll after the old interval is still too soon.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        poll(&env, "organizations", code).json()["error"],
+        "slow_down"
+    );
+    assert_eq!(env.entra.stats().slow_downs, 2);
+    // Asked for: the next poll is told to slow down whatever its timing, then no more.
+    let dc = devicecode(&env, "organizations");
+    let code = dc["device_code"].as_str().unwrap();
+    env.entra.slow_down_next_polls(1);
+    assert_eq!(
+        poll(&env, "organizations", code).json()["error"],
+        "slow_down"
+    );
+    assert!(env.entra.approve(dc["user_code"].as_str().unwrap()));
+    std::thread::sleep(Duration::from_secs(6));
+    let r = poll(&env, "organizations", code);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(env.entra.stats().slow_downs, 3);
+}
+
+#[test]
 fn expired_access_token_is_refused() {
     if !require(&[Piece::Curl], "the mocks, driven with curl") {
         return;
@@ -715,7 +881,11 @@ fn mock_sha256_matches_fips_and_rfc7636_vectors_and_ring() {
     }
 }
 
-const LOOPBACK: &str = "http://127.0.0.1:8400/callback";
+/// A redirect URI Visual Studio's client has: `http://localhost` is registered, the port is
+/// the listener's.
+const LOOPBACK: &str = "http://localhost:8400/";
+/// A public client of the tests' own, registered with a redirect URI that has a path and a query.
+const CUSTOM_CLIENT: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
 
 /// `curl -G -i` on the authorize endpoint: redirects are not followed.
 fn authorize(env: &Env, tenant: &str, params: &[(&str, &str)]) -> Http {
@@ -842,7 +1012,7 @@ fn authorization_code_flow_with_pkce() {
         &[("code_verifier", "")],
     );
     assert_refused(&r, "invalid_grant", 50148);
-    let other_uri = [("redirect_uri", "http://127.0.0.1:8401/callback")];
+    let other_uri = [("redirect_uri", "http://localhost:8401/")];
     let r = redeem(&env, "organizations", &code, &verifier, &other_uri);
     assert_refused(&r, "invalid_grant", 70002);
     assert!(r.body.contains("AADSTS50011"), "{}", r.body);
@@ -892,24 +1062,31 @@ fn authorization_code_flow_with_pkce() {
     );
 
     // A tenant GUID in the URL is the token's tid; a redirect URI with a query
-    // gets the parameters appended with `&`.
-    let with_query = "http://localhost:5000/cb?x=1";
-    let r = authorize_with(
-        &env,
-        OTHER_TENANT,
-        &challenge,
-        &[("redirect_uri", with_query)],
-    );
+    // gets the parameters appended with `&`. The loopback port is not part of the match.
+    env.entra
+        .register_redirect_uri(CUSTOM_CLIENT, "http://127.0.0.1/cb?x=1");
+    let with_query = "http://127.0.0.1:5000/cb?x=1";
+    let custom = [("redirect_uri", with_query), ("client_id", CUSTOM_CLIENT)];
+    let r = authorize_with(&env, OTHER_TENANT, &challenge, &custom);
     let (loc, query) = location(&r);
     assert!(loc.starts_with(&format!("{with_query}&code=")), "{loc}");
     assert_eq!(query["x"], "1");
-    let uri = [("redirect_uri", with_query)];
-    let r = redeem(&env, OTHER_TENANT, &query["code"], &verifier, &uri);
+    let r = redeem(&env, OTHER_TENANT, &query["code"], &verifier, &custom);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(
         jwt_payload(r.json()["access_token"].as_str().unwrap())["tid"],
         OTHER_TENANT
     );
+
+    // Any port, and no path: Entra answers at the URI with a `/` added.
+    let other_port = [("redirect_uri", "http://localhost:12345")];
+    let (loc, _) = location(&authorize_with(
+        &env,
+        "organizations",
+        &challenge,
+        &other_port,
+    ));
+    assert!(loc.starts_with("http://localhost:12345/?code="), "{loc}");
 
     // Codes expire (10 minutes by default).
     env.entra.set_auth_code_lifetime(Duration::ZERO);
@@ -953,6 +1130,25 @@ fn authorization_code_flow_with_pkce() {
             "AADSTS50011: The redirect URI 'https://evil.example/callback' specified in the request does not match the redirect URIs configured for the application",
         ),
         ("redirect_uri", "http://localhost/callback", "AADSTS50011"),
+        // Registered for Visual Studio's client: `http://localhost` only, no path, and
+        // `127.0.0.1` is another URI.
+        (
+            "redirect_uri",
+            "http://localhost:8400/callback",
+            "AADSTS50011",
+        ),
+        ("redirect_uri", "http://127.0.0.1:8400/", "AADSTS50011"),
+        ("redirect_uri", "http://localhost:8400/?x=1", "AADSTS50011"),
+        (
+            "redirect_uri",
+            "http://127.0.0.1:5000/cb?x=1",
+            "AADSTS50011",
+        ),
+        (
+            "client_id",
+            "11111111-2222-3333-4444-555555555555",
+            "AADSTS700016: Application with identifier '11111111-2222-3333-4444-555555555555' was not found",
+        ),
         (
             "redirect_uri",
             "http://localhost:8080@evil.example/",
@@ -1001,7 +1197,7 @@ fn authorization_code_flow_with_pkce() {
 
     let stats = env.entra.stats();
     assert_eq!((stats.auth_code_ok, stats.auth_code_refused), (2, 10));
-    assert_eq!(stats.authorize_requests, 7 + pages.len() + redirected.len());
+    assert_eq!(stats.authorize_requests, 8 + pages.len() + redirected.len());
     let grants = stats.token_requests.iter().map(|r| r.grant_type.as_str());
     assert_eq!(grants.filter(|g| *g == "authorization_code").count(), 12);
 }

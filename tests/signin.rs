@@ -4,7 +4,7 @@
 mod common;
 
 use common::MockEntra;
-use common::harness::{World, ok, text, token};
+use common::harness::{World, ok, text, token, wait_until};
 use std::time::{Duration, Instant};
 
 const OTHER_TENANT: &str = "0f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b";
@@ -59,7 +59,11 @@ fn a_declined_sign_in_fails_with_a_clear_message() {
             assert!(Instant::now() < deadline, "no device code requested");
             std::thread::sleep(Duration::from_millis(50));
         };
-        std::thread::sleep(Duration::from_millis(1500)); // let it poll at least once
+        // Declined once the daemon is polling (not before it asked).
+        let polled = wait_until(Duration::from_secs(20), || {
+            w.entra.stats().device_code_polls >= 1
+        });
+        assert!(polled, "the daemon never polled");
         assert!(w.entra.decline(&code));
         let out = login.join().unwrap();
         assert!(!out.status.success());
@@ -304,4 +308,52 @@ fn logout_one_organization_then_all() {
     assert_eq!(rts(), 0);
     let status = text(&w.client(&["status"], "").stdout);
     assert!(status.contains("no organization connected"), "{status}");
+}
+
+/// An account of another tenant is refreshed at that tenant after a restart: Entra redeems a
+/// refresh token only in the tenant that issued it.
+#[test]
+fn after_a_restart_an_account_of_another_tenant_refreshes_in_its_tenant() {
+    let w = World::new();
+    w.ado.set_org_tenant("fabrikam", OTHER_TENANT);
+    let url = w.ado.create_repo("fabrikam", "p", "r");
+    w.login("fabrikam");
+    w.kill_daemon(libc::SIGKILL);
+    // No access token survives the restart: the fetch needs a refresh.
+    let before = w.entra.stats().refresh_ok;
+    ok(
+        &w,
+        &w.git(&["clone", &url, "f"], None),
+        "clone after the restart",
+    );
+    let stats = w.entra.stats();
+    assert_eq!(stats.refresh_ok, before + 1, "{}", w.log());
+    assert_eq!(stats.refresh_refused, 0, "{}", w.log());
+    let refresh = stats
+        .token_requests
+        .iter()
+        .rfind(|r| r.grant_type == "refresh_token");
+    assert_eq!(refresh.unwrap().tenant, OTHER_TENANT);
+    let t = token(&w.get("fabrikam", true)).unwrap();
+    assert_eq!(w.entra.validate(&t).unwrap().tid, OTHER_TENANT);
+}
+
+/// Entra's `slow_down` while the person signs in: the daemon waits 5 s longer between polls
+/// (RFC 8628 3.5) and the sign-in still completes.
+#[test]
+fn a_slow_down_answer_adds_five_seconds_between_polls() {
+    let w = World::new();
+    w.entra.slow_down_next_polls(1);
+    // A daemon that polls too soon is told to slow down again and again: let the code expire
+    // soon, so that fails in seconds rather than in the default 15 minutes.
+    w.entra.set_device_code_lifetime(Duration::from_secs(30));
+    w.login("contoso");
+    let stats = w.entra.stats();
+    assert_eq!(stats.slow_downs, 1, "only the poll the test asked for");
+    let times = &stats.device_code_poll_times;
+    assert!(times.len() >= 2, "{times:?}");
+    // Time is what is tested here: the advertised interval (1 s) plus 5 s.
+    let gap = times[1] - times[0];
+    assert!(gap >= Duration::from_secs(6), "polled again after {gap:?}");
+    assert!(token(&w.get("contoso", true)).is_some());
 }

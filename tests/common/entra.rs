@@ -26,6 +26,9 @@ use hyper::StatusCode;
 /// Azure DevOps' resource (application) id: the `aud` of tokens meant for it.
 pub const ADO_RESOURCE: &str = "499b84ac-1321-427f-aa17-267ca6975798";
 const GRAPH_RESOURCE: &str = "00000003-0000-0000-c000-000000000000";
+/// Visual Studio's public client, the product's default: its only redirect URI is
+/// `http://localhost` (any port, as Entra ignores the port of a loopback redirect).
+pub const VISUAL_STUDIO_CLIENT: &str = "872cd9fa-d31f-45e0-9eab-6e460a02d1f1";
 const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 /// `client_assertion_type` of a JWT client assertion (RFC 7523).
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -125,6 +128,10 @@ pub struct EntraStats {
     pub client_credentials_refused: usize,
     /// `client_id` of the last token-endpoint request that had one (any grant).
     pub last_client_id: Option<String>,
+    /// When each device-code poll arrived, in order.
+    pub device_code_poll_times: Vec<Instant>,
+    /// Device-code polls answered `slow_down`.
+    pub slow_downs: usize,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -149,6 +156,9 @@ struct DeviceCode {
     polls: u32,
     approval: Approval,
     redeemed: bool,
+    /// The interval this code's polls must keep: the advertised one, plus 5 s per `slow_down`.
+    interval: Duration,
+    last_poll: Option<Instant>,
 }
 
 struct AuthCode {
@@ -165,6 +175,8 @@ struct AuthCode {
 
 struct Refresh {
     client_id: String,
+    /// Tenant id it was issued in: it is redeemed there and nowhere else.
+    tid: String,
     scope: String,
     user: User,
     issued: u64,
@@ -200,6 +212,8 @@ struct Settings {
     authorize_outcome: AuthorizeOutcome,
     auth_code_lifetime: Duration,
     user: User,
+    /// The next this many device-code polls are answered `slow_down` whatever their timing.
+    slow_down_polls: u32,
 }
 
 impl Default for Settings {
@@ -220,6 +234,7 @@ impl Default for Settings {
                 name: "Ada Lovelace".into(),
                 upn: "ada@contoso.example".into(),
             },
+            slow_down_polls: 0,
         }
     }
 }
@@ -233,6 +248,8 @@ struct State {
     refresh_tokens: HashMap<String, Refresh>,
     access_tokens: HashMap<String, TokenInfo>,
     apps: HashMap<String, App>,
+    /// Public clients and the redirect URIs registered for each, as in their app registration.
+    redirect_uris: HashMap<String, Vec<String>>,
     /// The world's ledger: what this mock issues or is shown is recorded as `"entra"`.
     secrets: Secrets,
     /// The lifetime drawn for the token request being answered.
@@ -345,9 +362,11 @@ impl MockEntra {
     pub const MANUAL_APPROVAL: u32 = u32::MAX;
 
     pub fn start(ca: &TestCa) -> MockEntra {
+        let registered = [(VISUAL_STUDIO_CLIENT.into(), vec!["http://localhost".into()])];
         let state = Arc::new(Mutex::new(State {
             secrets: ca.secrets(),
             drawn_lifetime: None,
+            redirect_uris: registered.into_iter().collect(),
             ..State::default()
         }));
         let gate = state.clone();
@@ -519,6 +538,20 @@ impl MockEntra {
             found.map(|d| d.approval = approval).count() > 0
         })
     }
+    /// Registers a redirect URI for `client_id` (a public client, for the authorization-code
+    /// flow). Out of the box only Visual Studio's client is registered, with `http://localhost`.
+    pub fn register_redirect_uri(&self, client_id: &str, uri: &str) {
+        self.with(|s| {
+            let uris = s.redirect_uris.entry(client_id.into()).or_default();
+            uris.push(uri.into())
+        })
+    }
+    /// The next `polls` device-code polls are answered `slow_down` (each adds 5 s to the
+    /// interval that code's polls must keep). Polls that come sooner than that interval after
+    /// the previous one get `slow_down` too, whatever this says.
+    pub fn slow_down_next_polls(&self, polls: u32) {
+        self.with(|s| s.cfg.slow_down_polls = polls)
+    }
     /// Every refresh token issued so far is refused from now on (AADSTS50173).
     pub fn revoke_all_refresh_tokens(&self) {
         self.with(|s| s.refresh_tokens.values_mut().for_each(|r| r.revoked = true))
@@ -661,6 +694,7 @@ fn message(error: &str, code: u32, arg: &str) -> String {
         65001 => "The user or administrator has not consented to use the application with ID '{}'. Send an interactive authorization request for this user and resource.",
         65004 => "User declined to consent to access the app.",
         70002 => "Error validating credentials. {}",
+        700005 if error == "invalid_grant" && arg == "refresh" => "Provided refresh token is intended to use against other tenant, thus rejected.",
         700005 => "Provided Authorization Code is intended to use against other tenant, thus rejected.",
         700054 => "response_type '{}' is not enabled for the application.",
         90033 => "A transient error has occurred. Please try again.",
@@ -676,6 +710,9 @@ fn message(error: &str, code: u32, arg: &str) -> String {
         700213 => "No matching federated identity record found for presented assertion subject '{}'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation",
         90011 => "Unexpected client assertion type '{}'.",
         50027 => "JWT token is invalid or malformed.",
+        500011 => "The resource principal named {} was not found in the tenant. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.",
+        28000 => "Provided value for the input parameter scope is not valid because it contains more than one resource. Scope {} is not valid.",
+        70011 => "The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope {} is not valid.",
         1002012 => "The provided value for scope {} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
         _ => "Invalid request. Request is malformed or invalid.",
     }
@@ -714,6 +751,9 @@ impl State {
             };
             return aad("invalid_request", 900144, param);
         };
+        if let Err((error, code, arg)) = parse_scopes(scope) {
+            return aad(error, code, &arg);
+        }
         const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         let user_code: String = random_bytes(8)
             .iter()
@@ -732,6 +772,8 @@ impl State {
             polls: 0,
             approval: Approval::Pending,
             redeemed: false,
+            interval: Duration::from_secs(self.cfg.interval),
+            last_poll: None,
         };
         self.secret(SecretKind::DeviceCode, &device_code);
         self.device_codes.insert(device_code.clone(), dc);
@@ -898,6 +940,24 @@ impl State {
             return aad("invalid_grant", 70000, "");
         }
         dc.polls += 1;
+        // RFC 8628 3.5: a poll sooner than the interval after the last one (or one the test
+        // asks to slow down) gets `slow_down`, and this code's interval grows by 5 s.
+        let now = Instant::now();
+        self.stats.device_code_poll_times.push(now);
+        let early = dc
+            .last_poll
+            .is_some_and(|last| now < last + dc.interval - Duration::from_millis(50));
+        dc.last_poll = Some(now);
+        if early || self.cfg.slow_down_polls > 0 {
+            self.cfg.slow_down_polls = self.cfg.slow_down_polls.saturating_sub(1);
+            dc.interval += Duration::from_secs(5);
+            self.stats.slow_downs += 1;
+            return aad_text(
+                "slow_down",
+                70016,
+                "OAuth 2.0 device flow error. Polling too frequently: add 5 seconds to the interval.",
+            );
+        }
         if Instant::now() >= dc.expires_at {
             return aad("expired_token", 70019, "");
         }
@@ -919,6 +979,14 @@ impl State {
             return aad("invalid_request", 900144, "refresh_token");
         };
         self.stats.last_claims = form.get("claims").cloned();
+        // The request is checked before the grant is used: a bad scope leaves it redeemable.
+        let stored = self.refresh_tokens.get(rt).map(|r| r.scope.clone());
+        if let Some(scope) = form.get("scope").or(stored.as_ref())
+            && let Err((error, code, arg)) = parse_scopes(scope)
+        {
+            self.stats.refresh_refused += 1;
+            return aad(error, code, &arg);
+        }
         let strict = self.cfg.strict_rotation;
         let refuse = self.cfg.refuse_refresh;
         let refused = match self.refresh_tokens.get_mut(rt) {
@@ -929,6 +997,7 @@ impl State {
             }
             Some(r) if r.revoked => Some(aad("invalid_grant", 50173, &timestamp(r.issued))),
             Some(r) if r.client_id != client_id => Some(aad("invalid_grant", 70000, "")),
+            Some(r) if r.tid != tid_of(tenant) => Some(aad("invalid_grant", 700005, "refresh")),
             Some(r) if r.used && strict => Some(aad("invalid_grant", 70008, "")),
             Some(r) => {
                 r.used = true;
@@ -958,7 +1027,13 @@ impl State {
         let Some(redirect_uri) = params.get("redirect_uri") else {
             return error_page(900144, &message("", 900144, "redirect_uri"));
         };
-        if !is_loopback(redirect_uri) {
+        let Some(registered) = self.redirect_uris.get(client_id) else {
+            let text = format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+            );
+            return error_page(700016, &text);
+        };
+        if !registered.iter().any(|r| redirect_matches(r, redirect_uri)) {
             return error_page(
                 50011,
                 &format!(
@@ -981,6 +1056,9 @@ impl State {
         let Some(scope) = params.get("scope") else {
             return fail("invalid_request", 900144, "scope");
         };
+        if let Err((error, code, arg)) = parse_scopes(scope) {
+            return fail(error, code, &arg);
+        }
         let Some(challenge) = params.get("code_challenge") else {
             return fail("invalid_request", 900144, "code_challenge");
         };
@@ -1075,8 +1153,11 @@ impl State {
         if !well_formed || pkce_challenge(verifier) != ac.challenge {
             return aad("invalid_grant", 501481, "");
         }
-        ac.redeemed = true;
         let scope = form.get("scope").unwrap_or(&ac.scope).clone();
+        if let Err((error, code, arg)) = parse_scopes(&scope) {
+            return aad(error, code, &arg);
+        }
+        ac.redeemed = true;
         let offline = [&scope, &ac.scope]
             .iter()
             .any(|s| s.split(' ').any(|s| s == "offline_access"));
@@ -1093,7 +1174,8 @@ impl State {
         refresh: bool,
     ) -> Resp {
         let tid = tid_of(tenant);
-        let ado = scope.contains(ADO_RESOURCE);
+        // The callers checked the scope: only Azure DevOps or Graph remain.
+        let ado = parse_scopes(scope).ok() == Some(ADO_RESOURCE);
         let aud = if ado { ADO_RESOURCE } else { GRAPH_RESOURCE };
         let (now, lifetime) = (unix_now(), self.lifetime());
         let info = TokenInfo {
@@ -1130,6 +1212,7 @@ impl State {
             let rt = format!("1.A{}", URL_SAFE_NO_PAD.encode(random_bytes(120)));
             let entry = Refresh {
                 client_id: client_id.into(),
+                tid: tid.clone(),
                 scope: scope.into(),
                 user,
                 issued: now,
@@ -1288,20 +1371,81 @@ fn tid_of(tenant: &str) -> String {
     }
 }
 
-/// `http://localhost:PORT...` or `http://127.0.0.1:PORT...`: the loopback redirect
-/// URIs of a public client, any port. No userinfo tricks, no fragment.
-fn is_loopback(uri: &str) -> bool {
-    let prefixes = ["http://localhost:", "http://127.0.0.1:"];
-    let Some(rest) = prefixes.iter().find_map(|p| uri.strip_prefix(p)) else {
+/// Whether a redirect URI sent in a request matches one registered for the app, as Entra
+/// matches them: scheme, host and path exactly (the path case-sensitively; no path and `/` are
+/// the same), the query too; the port is ignored only for `http://localhost` and
+/// `http://127.0.0.1` (the loopback exception), and `localhost` is not `127.0.0.1`. No
+/// userinfo, no fragment, visible ASCII only.
+fn redirect_matches(registered: &str, requested: &str) -> bool {
+    let (Ok(r), Ok(q)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
         return false;
     };
-    let host = url::Url::parse(uri).ok().and_then(|u| {
-        let clean = u.username().is_empty() && u.password().is_none();
-        clean.then(|| u.host_str().map(str::to_string)).flatten()
-    });
-    rest.starts_with(|c: char| c.is_ascii_digit())
-        && uri.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
-        && matches!(host.as_deref(), Some("localhost" | "127.0.0.1"))
+    let clean = requested.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+        && q.username().is_empty()
+        && q.password().is_none();
+    let loopback = r.scheme() == "http" && matches!(r.host_str(), Some("localhost" | "127.0.0.1"));
+    let path = |u: &url::Url| match u.path() {
+        "" => "/".to_string(),
+        p => p.to_string(),
+    };
+    clean
+        && r.scheme() == q.scheme()
+        && r.host_str().map(str::to_ascii_lowercase) == q.host_str().map(str::to_ascii_lowercase)
+        && (loopback || r.port_or_known_default() == q.port_or_known_default())
+        && path(&r) == path(&q)
+        && r.query() == q.query()
+}
+
+/// The resource a v2 `scope` parameter asks a user token for, parsed as Entra does: scopes
+/// are space-separated; `openid`, `profile`, `email` and `offline_access` name no resource; a
+/// scope without a `/` is a Microsoft Graph permission; any other is `{resource}/{permission}`,
+/// the resource an application id or URI. Every resource scope must name the same resource
+/// (AADSTS28000); only Azure DevOps and Graph exist here (AADSTS500011); Azure DevOps has
+/// `.default` and `user_impersonation`, and `.default` stands alone (AADSTS70011). No resource
+/// scope at all means Graph. `Err` is `(error, AADSTS code, argument)`.
+fn parse_scopes(scope: &str) -> Result<&'static str, (&'static str, u32, String)> {
+    const OIDC: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+    let mut resource: Option<&'static str> = None;
+    let mut permissions = Vec::new();
+    for s in scope.split(' ').filter(|s| !s.is_empty()) {
+        if OIDC.contains(&s) {
+            continue;
+        }
+        let (res, permission) = match s.rsplit_once('/') {
+            None => (GRAPH_RESOURCE, s),
+            Some((r, p)) => {
+                let r = r.trim_end_matches('/');
+                let found = if r.eq_ignore_ascii_case(ADO_RESOURCE)
+                    || r.eq_ignore_ascii_case("https://app.vssps.visualstudio.com")
+                {
+                    ADO_RESOURCE
+                } else if r.eq_ignore_ascii_case(GRAPH_RESOURCE)
+                    || r.eq_ignore_ascii_case("https://graph.microsoft.com")
+                {
+                    GRAPH_RESOURCE
+                } else {
+                    return Err(("invalid_resource", 500011, r.to_string()));
+                };
+                (found, p)
+            }
+        };
+        if resource.is_some_and(|known| known != res) {
+            return Err(("invalid_scope", 28000, scope.to_string()));
+        }
+        resource = Some(res);
+        permissions.push(permission);
+    }
+    let resource = resource.unwrap_or(GRAPH_RESOURCE);
+    let known = |p: &&str| match resource {
+        ADO_RESOURCE => matches!(*p, ".default" | "user_impersonation"),
+        _ => matches!(*p, ".default" | "User.Read"),
+    };
+    let alone = !permissions.contains(&".default") || permissions.len() == 1;
+    match permissions.iter().find(|p| !known(p)) {
+        Some(bad) => Err(("invalid_scope", 70011, bad.to_string())),
+        None if !alone => Err(("invalid_scope", 70011, scope.to_string())),
+        None => Ok(resource),
+    }
 }
 
 /// Entra's "Sorry, but we're having trouble signing you in." page, as a 400.
@@ -1334,6 +1478,9 @@ fn login_page(tenant: &str, login_hint: &str) -> Resp {
 
 /// `302 Found` to `redirect_uri` with `pairs` form-encoded into its query.
 fn redirect_to(redirect_uri: &str, pairs: &[(&str, &str)]) -> Resp {
+    // A URI without a path comes back with `/` (`http://localhost:7071` → `…:7071/`).
+    let parsed = url::Url::parse(redirect_uri).map(String::from);
+    let redirect_uri = parsed.as_deref().unwrap_or(redirect_uri);
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
@@ -1349,7 +1496,7 @@ fn redirect_to(redirect_uri: &str, pairs: &[(&str, &str)]) -> Resp {
          <h2>Object moved to <a href=\"{href}\">here</a>.</h2></body></html>"
     );
     let mut r = html_response(302, body);
-    // `is_loopback` admits only visible ASCII, so this always parses.
+    // `redirect_matches` admits only visible ASCII, so this always parses.
     r.headers_mut()
         .insert("Location", location.parse().unwrap());
     r

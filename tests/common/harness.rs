@@ -409,10 +409,14 @@ impl World {
     /// Kills the daemon with `signal` and waits until it is gone.
     pub fn kill_daemon(&self, signal: i32) -> i32 {
         let pid = self.daemon_pid().expect("a daemon is running");
-        unsafe { libc::kill(pid, signal) };
-        wait_until(
-            Duration::from_secs(5),
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0, "kill {pid}");
+        let gone = wait_until(
+            Duration::from_secs(30),
             || unsafe { libc::kill(pid, 0) } != 0,
+        );
+        assert!(
+            gone,
+            "the daemon (pid {pid}) is still running after signal {signal}"
         );
         pid
     }

@@ -17,6 +17,7 @@ pub mod harness;
 pub mod imds;
 pub mod load;
 pub mod oidc;
+pub mod proxy;
 pub mod requires;
 pub mod secrets;
 pub mod tls;
