@@ -331,8 +331,13 @@ fn no_get_sees_a_new_token_before_its_refresh_token_is_stored() {
             answered.store(true, std::sync::atomic::Ordering::SeqCst);
             out
         });
-        // Held: the get is still waiting, and the store still holds the old refresh token.
-        std::thread::sleep(Duration::from_millis(1500));
+        // Held: once the get has reached the daemon, it waits, and the store still holds the
+        // old refresh token.
+        let arrived = wait_until(Duration::from_secs(30), || {
+            answered.load(std::sync::atomic::Ordering::SeqCst)
+                || w.log().contains("get waits for a refresh")
+        });
+        assert!(arrived, "{}", w.log());
         assert!(
             !answered.load(std::sync::atomic::Ordering::SeqCst),
             "a get was answered while the rotated refresh token was not stored yet"

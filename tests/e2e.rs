@@ -163,12 +163,10 @@ fn hosts_outside_the_allowlist_get_nothing_and_the_daemon_is_not_contacted() {
         "protocol=https\nhost=dev.azure.com.evil.example\npath=o/p\n",
         "protocol=https\nhost=evil.example\nusername=contoso\n",
     ] {
-        let t = std::time::Instant::now();
         let out = w.client(&["get"], input);
         assert!(out.status.success(), "{input}");
         assert!(out.stdout.is_empty(), "{input}");
         assert!(out.stderr.is_empty(), "{input}: {}", text(&out.stderr));
-        assert!(t.elapsed() < Duration::from_secs(1));
     }
     assert!(w.daemon_pid().is_none());
     assert!(!w.runtime_dir().join("daemon.sock").exists());
@@ -527,7 +525,16 @@ fn a_stuck_client_is_dropped_at_its_deadline_and_does_not_hold_up_others() {
         std::os::unix::net::UnixStream::connect(w.runtime_dir().join("daemon.sock")).unwrap();
     let t = std::time::Instant::now();
     ok(&w, &w.get("contoso", true), "get beside a stuck client");
-    assert!(t.elapsed() < Duration::from_secs(2));
+    // Served while the stuck connection is still open: the get did not wait for it to go.
+    stuck.set_nonblocking(true).unwrap();
+    let mut probe = [0u8; 1];
+    let open =
+        matches!(stuck.read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    assert!(
+        open,
+        "the stuck connection was closed before the get was served"
+    );
+    stuck.set_nonblocking(false).unwrap();
     // The daemon closes the silent connection after its read deadline (5 s).
     stuck
         .set_read_timeout(Some(Duration::from_secs(15)))
@@ -559,7 +566,11 @@ fn a_newer_client_replaces_the_daemon_and_an_older_one_does_not() {
     let old = w.daemon_pid().unwrap();
     // An older client is told, and the daemon stays.
     assert!(raw_request(&w, "0.0.1").contains("version_mismatch"));
-    std::thread::sleep(Duration::from_millis(300));
+    // The next request is answered by the same daemon (one that was leaving would have been
+    // told to stop before it wrote that answer).
+    let status = w.client(&["status", "--json"], "");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["pid"], old, "{status}");
     assert_eq!(w.daemon_pid(), Some(old));
     // A newer one makes it exit...
     assert!(raw_request(&w, "99.0.0").contains("version_mismatch"));
@@ -766,11 +777,14 @@ fn the_daemon_cannot_be_traced_or_dumped() {
 #[test]
 fn steady_state_gets_never_wait_for_a_refresh() {
     let w = World::new();
-    w.entra.set_token_lifetime(Duration::from_secs(8));
+    // 20 s tokens: each renewal starts at least 0.5 s (2.5 % of the life) before the token
+    // stops being handed out, room enough for a renewal on a busy 2-core machine; two
+    // renewals fit in 34 s.
+    w.entra.set_token_lifetime(Duration::from_secs(20));
     w.login("contoso");
     let start = std::time::Instant::now();
     let mut tokens = std::collections::HashSet::new();
-    while start.elapsed() < Duration::from_secs(18) {
+    while start.elapsed() < Duration::from_secs(34) {
         let out = w.get("contoso", true);
         let t = token(&out).expect("answered");
         assert!(w.entra.validate(&t).is_some(), "a valid token");

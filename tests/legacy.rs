@@ -8,6 +8,7 @@ mod common;
 use common::requires::{Piece, require};
 
 use common::MockVssps;
+use common::SecretKind;
 use common::harness::{World, ok, text, token, wait_until};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -240,17 +241,22 @@ fn rotated_refresh_tokens_are_persisted_across_a_sigkill() {
         "{}",
         l.w.log()
     );
-    // Kill between refreshes (the save follows the token endpoint's answer by milliseconds; a
-    // kill inside that window is issue 6's crash-safety matrix, not this test).
-    std::thread::sleep(Duration::from_secs(1));
-    assert!(
-        std::fs::read_to_string(&store).unwrap() != stored,
-        "rotated token saved"
-    );
+    // Kill between refreshes, once the newest refresh token the service issued is stored (a
+    // kill between the token endpoint's answer and the save is the crash tests' matter).
+    let newest = || {
+        let issued = l.vssps.secrets();
+        let mut rts = issued.iter().filter(|r| r.kind == SecretKind::RefreshToken);
+        rts.next_back().map(|r| r.value.clone()).unwrap_or_default()
+    };
+    let saved = wait_until(Duration::from_secs(20), || {
+        let now = std::fs::read_to_string(&store).unwrap_or_default();
+        now != stored && now.contains(&newest())
+    });
+    assert!(saved, "rotated token saved");
+    let refreshed = l.vssps.stats().refresh_ok;
     l.w.kill_daemon(libc::SIGKILL);
     // The new daemon reads the latest refresh token and the secret back (strict rotation:
     // an older token would be refused).
-    std::thread::sleep(Duration::from_secs(9));
     let url = l.w.ado.create_repo("contoso", "web", "site");
     ok(
         &l.w,
@@ -259,6 +265,10 @@ fn rotated_refresh_tokens_are_persisted_across_a_sigkill() {
     );
     let s = l.vssps.stats();
     assert_eq!(s.refresh_refused, 0, "{:?}", s.last_error);
+    assert!(
+        s.refresh_ok > refreshed,
+        "the new daemon redeemed the stored token"
+    );
     assert_eq!(s.code_ok, 1, "no new authorization");
 }
 

@@ -1819,7 +1819,7 @@ impl Broker {
                 Err(WhoError::Network(url, e)) => Check::fail(
                     name,
                     format!("cannot reach {url} {via}: {e}"),
-                    "check the network and the proxy setting",
+                    self.network_fix(),
                 ),
             });
         }
@@ -1856,13 +1856,6 @@ impl Broker {
     /// Any HTTP answer proves the host is reachable with working TLS.
     async fn reachable(&self, what: &str, url: &str, via: &str) -> Check {
         match self.http.get(url).send().await {
-            Ok(r) if r.status() == reqwest::StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
-                Check::fail(
-                    what,
-                    format!("the proxy wants credentials for {url}"),
-                    "put the proxy's credentials in the proxy URL of the configuration",
-                )
-            }
             Ok(r) => Check::pass(
                 what,
                 format!("{url} answered {} {via}", r.status().as_u16()),
@@ -1872,9 +1865,23 @@ impl Broker {
                 Check::fail(
                     what,
                     format!("cannot reach {url} {via}: {msg}"),
-                    "check the network; set proxy in the configuration if the daemon needs one (it does not see your shell's variables when started by systemd)",
+                    self.network_fix(),
                 )
             }
+        }
+    }
+
+    /// What to do when a host cannot be reached: about the configured proxy, when there is one
+    /// (a proxy that refuses the tunnel with 407 surfaces as an error, not as a response).
+    fn network_fix(&self) -> String {
+        let config = crate::paths::config_path().display().to_string();
+        match &self.config.proxy {
+            Some(_) => format!(
+                "check that the proxy named in {config} is running and lets this host through; one that wants credentials takes them in its URL (http://user:password@host:port); then git-credential-azdo stop"
+            ),
+            None => format!(
+                "check the network; if this machine needs a proxy, set proxy in {config} (a daemon git starts does not take HTTPS_PROXY from your shell), then git-credential-azdo stop"
+            ),
         }
     }
 }
