@@ -204,10 +204,32 @@ pub enum Response {
     VersionMismatch {
         daemon: String,
     },
+    /// A request that could not be served. The client decides what to print from `error`,
+    /// `retry_in` and `fix`, never from `message`'s text.
     Error {
         error: ErrorKind,
+        /// What went wrong, for the person: one sentence, without what to do about it.
         message: String,
+        /// Seconds until the daemon tries again by itself (a passing failure it backs off from).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_in: Option<u64>,
+        /// What the person can do, when the daemon knows better than the kind's default (for
+        /// `needs_login`, signing in to the organization with the default client).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fix: Option<String>,
     },
+}
+
+impl Response {
+    /// An error with neither a retry time nor a fix of its own.
+    pub fn error(error: ErrorKind, message: impl Into<String>) -> Response {
+        Response::Error {
+            error,
+            message: message.into(),
+            retry_in: None,
+            fix: None,
+        }
+    }
 }
 
 /// Who is signed in, for display (from the token's claims; never the token).

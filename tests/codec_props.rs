@@ -559,8 +559,18 @@ fn write_ipc_seeds() {
         "resp_error",
         Response::Error {
             error: ErrorKind::NeedsLogin,
-            message: "no account is connected to contoso: run `git-credential-azdo login contoso`"
-                .into(),
+            message: "no account is connected to organization 'contoso'".into(),
+            retry_in: None,
+            fix: None,
+        },
+    );
+    response(
+        "resp_error_retry_fix",
+        Response::Error {
+            error: ErrorKind::Unavailable,
+            message: "Entra ID answered 503".into(),
+            retry_in: Some(5),
+            fix: Some("check the proxy".into()),
         },
     );
 }

@@ -215,7 +215,7 @@ fn an_organization_name_the_client_would_refuse_is_refused_by_the_daemon_too() {
     assert!(is_token(&raw_get(&w, "contoso", &SP_VARS)));
     for bad in ["con\ntoso", "", "-contoso", "a/b", &"x".repeat(51)] {
         match raw_get(&w, bad, &SP_VARS) {
-            git_credential_azdo::ipc::Response::Error { error, message } => {
+            git_credential_azdo::ipc::Response::Error { error, message, .. } => {
                 assert_eq!(
                     error,
                     git_credential_azdo::ipc::ErrorKind::BadRequest,

@@ -98,10 +98,11 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
     if let Ok(Response::Error {
         error: ErrorKind::NeedsLogin,
         message,
+        ..
     }) = &resp
     {
         if !interactive() {
-            let _ = writeln!(err, "{NAME}: {message}{}", login_hint(message, target));
+            let _ = writeln!(err, "{NAME}: {}", explain(resp.as_ref().unwrap(), target));
             return ExitCode::SUCCESS;
         }
         let _ = writeln!(err, "{NAME}: {message}; signing in now.");
@@ -129,20 +130,8 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
                 ExitCode::FAILURE
             }
         },
-        Ok(Response::Error { error, message }) => {
-            let hint = match error {
-                ErrorKind::NeedsLogin => login_hint(&message, target),
-                ErrorKind::Unavailable if !message.contains("by itself") => {
-                    ". Cached tokens are used while they last; try again shortly".into()
-                }
-                _ => String::new(),
-            };
-            // Entra's sentences end with a full stop; the hint brings its own.
-            let message = match hint.is_empty() {
-                true => message.as_str(),
-                false => message.trim_end_matches('.'),
-            };
-            let _ = writeln!(err, "{NAME}: {message}{hint}");
+        Ok(e @ Response::Error { .. }) => {
+            let _ = writeln!(err, "{NAME}: {}", explain(&e, target));
             ExitCode::SUCCESS
         }
         Ok(other) => {
@@ -160,13 +149,31 @@ fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl 
     }
 }
 
-/// How to sign in again, unless the daemon's message already says.
-fn login_hint(message: &str, target: &Target) -> String {
-    if message.contains(" login --org ") {
-        String::new()
-    } else {
-        format!(". Sign in with: {NAME} login --org {}", target.org)
-    }
+/// The line a refused `get` prints: the daemon's message, then what happens next or what to
+/// do, decided from the error's kind, `retry_in` and `fix` (never from the message's words).
+fn explain(resp: &Response, target: &Target) -> String {
+    let Response::Error {
+        error,
+        message,
+        retry_in,
+        fix,
+    } = resp
+    else {
+        return String::new();
+    };
+    let then = match (error, retry_in, fix) {
+        (_, _, Some(fix)) => format!(". {fix}"),
+        (_, Some(secs), None) => format!("; the daemon tries again by itself in {secs} s"),
+        (ErrorKind::NeedsLogin, None, None) => {
+            format!(". Sign in with: {NAME} login --org {}", target.org)
+        }
+        (ErrorKind::Unavailable, None, None) => {
+            ". Cached tokens are used while they last; try again shortly".into()
+        }
+        _ => return message.clone(),
+    };
+    // Entra's sentences end with a full stop; what follows brings its own.
+    format!("{}{then}", message.trim_end_matches('.'))
 }
 
 /// May we wait for a person? Not with `GIT_TERMINAL_PROMPT=0`, `credential.interactive=false`,
@@ -200,3 +207,52 @@ pub use ui::{
     AppArgs, Method, SecretSource, doctor_command, login_command, logout_command, setup_command,
     status_command, stop_command,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(error: ErrorKind, message: &str, retry_in: Option<u64>, fix: Option<&str>) -> String {
+        let target = Target {
+            org: "contoso".into(),
+            host: "dev.azure.com".into(),
+        };
+        let resp = Response::Error {
+            error,
+            message: message.into(),
+            retry_in,
+            fix: fix.map(Into::into),
+        };
+        explain(&resp, &target)
+    }
+
+    /// What follows the daemon's message comes from the error's fields: the same message
+    /// (even one that mentions a command or "by itself") gets the same ending for the same fields.
+    #[test]
+    fn the_line_is_decided_by_kind_retry_and_fix_never_by_the_words() {
+        let m = "Entra ID answered 503 (run login --org x by itself).";
+        assert_eq!(
+            line(ErrorKind::Unavailable, m, Some(7), None),
+            "Entra ID answered 503 (run login --org x by itself); the daemon tries again by itself in 7 s"
+        );
+        assert_eq!(
+            line(ErrorKind::Unavailable, m, None, None),
+            "Entra ID answered 503 (run login --org x by itself). Cached tokens are used while they last; try again shortly"
+        );
+        assert_eq!(
+            line(ErrorKind::NeedsLogin, m, None, None),
+            "Entra ID answered 503 (run login --org x by itself). Sign in with: git-credential-azdo login --org contoso"
+        );
+        assert_eq!(
+            line(
+                ErrorKind::NeedsLogin,
+                "refused.",
+                None,
+                Some("Connect it again with: X")
+            ),
+            "refused. Connect it again with: X"
+        );
+        assert_eq!(line(ErrorKind::Denied, m, None, None), m);
+        assert_eq!(line(ErrorKind::BadRequest, "bad", None, None), "bad");
+    }
+}

@@ -389,6 +389,7 @@ pub fn app_sign_in(
             Ok(Response::Error {
                 error: crate::ipc::ErrorKind::BadRequest,
                 message,
+                ..
             }) => {
                 let _ = writeln!(err, "{NAME}: {message}");
             }

@@ -76,15 +76,14 @@ fn background_due(t: &CachedToken, st: &SlotState) -> u64 {
     t.refresh_due_ms().max(st.retry_at_ms).max(interval)
 }
 
-/// A passing failure's message, with when the daemon tries again on its own.
-fn with_next_try(kind: ErrorKind, message: &str, wait_ms: u64) -> String {
-    match kind {
-        ErrorKind::Unavailable => format!(
-            "{}; the daemon tries again by itself in {} s",
-            message.trim_end_matches('.'),
-            wait_ms.div_ceil(1000).max(1)
-        ),
-        _ => message.to_string(),
+/// A failure as the client is told it: a passing one (`Unavailable`) with when the daemon
+/// tries again on its own.
+fn failure(kind: ErrorKind, message: &str, wait_ms: u64) -> Response {
+    Response::Error {
+        error: kind,
+        message: message.to_string(),
+        retry_in: (kind == ErrorKind::Unavailable).then(|| wait_ms.div_ceil(1000).max(1)),
+        fix: None,
     }
 }
 
@@ -96,10 +95,7 @@ fn now_ms() -> u64 {
 }
 
 fn err(error: ErrorKind, message: impl Into<String>) -> Response {
-    Response::Error {
-        error,
-        message: message.into(),
-    }
+    Response::error(error, message)
 }
 
 #[derive(Clone)]
@@ -494,7 +490,7 @@ impl Broker {
                 let tried_meanwhile = st.last_refresh_ms.is_some_and(|t| t >= asked);
                 if tried_meanwhile || now < st.retry_at_ms {
                     let wait = st.retry_at_ms.saturating_sub(now);
-                    return Err(err(*kind, with_next_try(*kind, message, wait)));
+                    return Err(failure(*kind, message, wait));
                 }
             }
             st.refresh_token.clone()
@@ -640,7 +636,7 @@ impl Broker {
         let wait = st
             .retry_at_ms
             .saturating_sub(st.last_refresh_ms.unwrap_or_default());
-        err(kind, with_next_try(kind, &message, wait))
+        failure(kind, &message, wait)
     }
 
     /// Persists the rotated refresh token, then publishes the new access token, unless it is
@@ -770,14 +766,18 @@ impl Broker {
                 Response::Error {
                     error: error @ (ErrorKind::NeedsLogin | ErrorKind::Misconfigured),
                     message,
+                    retry_in,
+                    ..
                 },
-            ) => err(
+            ) => Response::Error {
                 error,
-                format!(
-                    "{message}. Connect it again with: git-credential-azdo login --org {org} --app-id {} --client-secret-file FILE, or move to Entra ID: git-credential-azdo login --org {org}",
+                message,
+                retry_in,
+                fix: Some(format!(
+                    "Connect it again with: git-credential-azdo login --org {org} --app-id {} --client-secret-file FILE, or move to Entra ID: git-credential-azdo login --org {org}",
                     app.record.app_id
-                ),
-            ),
+                )),
+            },
             (_, e) => e,
         }
     }

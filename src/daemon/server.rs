@@ -126,10 +126,7 @@ async fn handle(
 }
 
 fn bad_request(e: ipc::IpcError) -> Response {
-    Response::Error {
-        error: ErrorKind::BadRequest,
-        message: e.to_string(),
-    }
+    Response::error(ErrorKind::BadRequest, e.to_string())
 }
 
 /// The organization a request names, when it is not one Azure DevOps could have: checked as
@@ -151,13 +148,7 @@ async fn dispatch(req: Request, broker: &Arc<Broker>, gits: &Gits) -> (Response,
         let message = format!(
             "{shown:?} is not an Azure DevOps organization name (letters, digits, '-' and '_', at most 50)"
         );
-        return (
-            Response::Error {
-                error: ErrorKind::BadRequest,
-                message,
-            },
-            false,
-        );
+        return (Response::error(ErrorKind::BadRequest, message), false);
     }
     let r = match req {
         Request::Get {
