@@ -1,0 +1,284 @@
+//! What the daemon tells about itself: `status` (accounts, tokens, stores) and `doctor` (each
+//! check with its fix).
+
+use super::*;
+
+impl Broker {
+    pub async fn status(self: &Arc<Self>) -> Response {
+        let records = self.records.lock().await.clone();
+        let mut orgs = Vec::new();
+        for (org, binding) in &records.orgs {
+            let Some(acct) = records.accounts.get(&binding.account) else {
+                continue;
+            };
+            let slot = self.slots.lock().unwrap().get(&binding.account).cloned();
+            let (expires, last, outcome) = match slot {
+                Some(s) => {
+                    let st = s.state.lock().unwrap();
+                    (
+                        st.token.as_ref().map(|t| t.expires_ms / 1000),
+                        st.last_refresh_ms.map(|m| m / 1000),
+                        st.needs_login
+                            .as_ref()
+                            .map(|w| format!("sign-in required: {w}"))
+                            .or_else(|| st.last_outcome.clone()),
+                    )
+                }
+                None => (None, None, None),
+            };
+            orgs.push(OrgStatus {
+                org: org.clone(),
+                account: AccountView {
+                    name: acct.name.clone(),
+                    upn: acct.upn.clone(),
+                    tenant: acct.tenant.clone(),
+                    oid: acct.oid.clone(),
+                },
+                identity: match &acct.app {
+                    Some(app) => format!("legacy Azure DevOps OAuth app {}", app.app_id),
+                    None => acct.identity.clone(),
+                },
+                connected_at: acct.connected_at,
+                connected_by: acct.connected_by.clone(),
+                app_id: acct.app.as_ref().map(|a| a.app_id.clone()),
+                access_token_expires_at: expires,
+                last_refresh_at: last,
+                last_refresh_outcome: outcome,
+                refresh_token_store: self.store.describe(),
+            });
+        }
+        // Organizations served lately by a machine identity (from the configuration, not
+        // records).
+        let mut machine: Vec<(String, String)> = self
+            .machine_orgs
+            .lock()
+            .unwrap()
+            .entries()
+            .filter(|(org, _)| !records.orgs.contains_key(*org))
+            .map(|(o, id)| (o.clone(), id.clone()))
+            .collect();
+        machine.sort();
+        for (org, id) in machine {
+            let Some(slot) = self.slots.lock().unwrap().get(&id).cloned() else {
+                continue;
+            };
+            let Source::Machine(identity, _) = &slot.source else {
+                continue;
+            };
+            let st = slot.state.lock().unwrap();
+            orgs.push(OrgStatus {
+                org,
+                account: AccountView {
+                    name: Some(identity.describe()),
+                    upn: None,
+                    tenant: slot.tenant.clone(),
+                    oid: None,
+                },
+                identity: identity.describe(),
+                connected_at: 0,
+                connected_by: None,
+                app_id: None,
+                access_token_expires_at: st.token.as_ref().map(|t| t.expires_ms / 1000),
+                last_refresh_at: st.last_refresh_ms.map(|m| m / 1000),
+                last_refresh_outcome: st.last_outcome.clone(),
+                refresh_token_store: "none (machine identity: no refresh token)".into(),
+            });
+        }
+        let machine_identities = self
+            .slots
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|s| s.is_machine())
+            .count();
+        Response::Status(StatusView {
+            daemon_version: crate::ipc::PACKAGE_VERSION.into(),
+            pid: std::process::id(),
+            store: self.store.describe(),
+            orgs,
+            machine_identities,
+        })
+    }
+
+    /// The daemon's half of `doctor`: the secret store answers, Entra and Azure DevOps are
+    /// reachable through the configured proxy, and each organization accepts its token.
+    pub async fn doctor(self: &Arc<Self>, env: &BTreeMap<String, Secret>) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let store = self.store.describe();
+        checks.push(
+            match self
+                .store
+                .call(STORE_LIMIT, |s| s.load("doctor-probe"))
+                .await
+            {
+                Ok(_) => Check::pass("secret store", store),
+                Err(e) => Check::fail(
+                    "secret store",
+                    format!("{store}: {e}"),
+                    "unlock the keyring, or set store = \"file\" in the configuration",
+                ),
+            },
+        );
+        let via = match &self.config.proxy {
+            Some(_) => "through the configured proxy".to_string(),
+            None => "directly or through HTTPS_PROXY".to_string(),
+        };
+        let authority = format!(
+            "{}/organizations/v2.0/.well-known/openid-configuration",
+            self.entra.authority()
+        );
+        checks.push(self.reachable("Entra ID", &authority, &via).await);
+        let (mut bindings, signed_in): (Vec<(String, String)>, Vec<String>) = {
+            let records = self.records.lock().await;
+            let b = records
+                .orgs
+                .iter()
+                .map(|(o, b)| (o.clone(), b.host.clone()))
+                .collect();
+            (b, records.orgs.keys().cloned().collect())
+        };
+        // Organizations a machine identity serves: named in the configuration, or served
+        // since the daemon started. Checked at the first configured host, else dev.azure.com.
+        let host = self
+            .config
+            .hosts
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "dev.azure.com".into());
+        let mut machine_orgs: Vec<String> = self
+            .config
+            .org
+            .iter()
+            .filter(|(_, o)| o.identity.is_some())
+            .map(|(name, _)| name.to_ascii_lowercase())
+            .collect();
+        let served: Vec<String> = {
+            let machine = self.machine_orgs.lock().unwrap();
+            machine.entries().map(|(org, _)| org.clone()).collect()
+        };
+        for org in served {
+            if self.config.identity_for(&org).is_some() {
+                machine_orgs.push(org);
+            }
+        }
+        machine_orgs.sort();
+        machine_orgs.dedup();
+        machine_orgs.retain(|o| !signed_in.contains(o));
+        // The default identity with no organization to try: does it give a token at all?
+        if let Some(name) = self.config.identity.clone()
+            && machine_orgs.is_empty()
+        {
+            let what = format!("identity {name}");
+            let result = match self.identity_slot(&name, "", env) {
+                Ok(slot) => self.refresh(&slot, false).await.map_err(|r| match r {
+                    Response::Error { message, .. } => message,
+                    _ => "no token".into(),
+                }),
+                Err(e) => Err(e),
+            };
+            checks.push(match result {
+                Ok(t) => Check::pass(
+                    what,
+                    format!(
+                        "gives Azure DevOps tokens (this one expires in {} minutes)",
+                        t.expires_ms.saturating_sub(now_ms()) / 60_000
+                    ),
+                ),
+                Err(message) => Check::fail(
+                    what,
+                    message,
+                    "fix the identity's configuration or variables (see docs/build-agents.md)",
+                ),
+            });
+        }
+        let machine: Vec<String> = machine_orgs.clone();
+        bindings.extend(machine_orgs.into_iter().map(|o| (o, host.clone())));
+        if bindings.is_empty() {
+            let url = format!("https://{host}/");
+            checks.push(self.reachable("Azure DevOps", &url, &via).await);
+        }
+        for (org, host) in bindings {
+            let name = format!("organization {org}");
+            let by_machine = machine.contains(&org);
+            let fix = if by_machine {
+                "fix the identity's configuration or variables (see docs/build-agents.md)".into()
+            } else {
+                format!("git-credential-azdo login --org {org}")
+            };
+            let token = match self.get(&org, env).await {
+                Response::Token { token, .. } => token,
+                Response::Error { message, .. } => {
+                    checks.push(Check::fail(name, message, fix));
+                    continue;
+                }
+                _ => continue,
+            };
+            checks.push(match self.connection_user(&host, &org, &token).await {
+                Ok(who) => Check::pass(
+                    name,
+                    format!(
+                        "Azure DevOps accepts the token (as {})",
+                        who.name.as_deref().unwrap_or("?")
+                    ),
+                ),
+                Err(e @ WhoError::NotUser(_)) => Check::fail(
+                    name,
+                    e.describe(&org),
+                    format!("git-credential-azdo login --org {org}, and check the proxy"),
+                ),
+                Err(e @ WhoError::Status(..)) if by_machine => Check::fail(
+                    name,
+                    e.describe(&org),
+                    format!(
+                        "add the identity to {org} (Organization settings, Users) with access to its projects"
+                    ),
+                ),
+                Err(e @ WhoError::Status(..)) => Check::fail(
+                    name,
+                    e.describe(&org),
+                    format!(
+                        "check the account's access to {org}, or sign in with another: git-credential-azdo login --org {org}"
+                    ),
+                ),
+                Err(WhoError::Network(url, e)) => Check::fail(
+                    name,
+                    format!("cannot reach {url} {via}: {e}"),
+                    self.network_fix(),
+                ),
+            });
+        }
+        checks
+    }
+
+    /// Any HTTP answer proves the host is reachable with working TLS.
+    pub(super) async fn reachable(&self, what: &str, url: &str, via: &str) -> Check {
+        match self.http.get(url).send().await {
+            Ok(r) => Check::pass(
+                what,
+                format!("{url} answered {} {via}", r.status().as_u16()),
+            ),
+            Err(e) => {
+                let msg = crate::daemon::error_chain(&e);
+                Check::fail(
+                    what,
+                    format!("cannot reach {url} {via}: {msg}"),
+                    self.network_fix(),
+                )
+            }
+        }
+    }
+
+    /// What to do when a host cannot be reached: about the configured proxy, when there is one
+    /// (a proxy that refuses the tunnel with 407 surfaces as an error, not as a response).
+    pub(super) fn network_fix(&self) -> String {
+        let config = crate::paths::config_path().display().to_string();
+        match &self.config.proxy {
+            Some(_) => format!(
+                "check that the proxy named in {config} is running and lets this host through; one that wants credentials takes them in its URL (http://user:password@host:port); then git-credential-azdo stop"
+            ),
+            None => format!(
+                "check the network; if this machine needs a proxy, set proxy in {config} (a daemon git starts does not take HTTPS_PROXY from your shell), then git-credential-azdo stop"
+            ),
+        }
+    }
+}
