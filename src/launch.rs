@@ -43,7 +43,7 @@ pub const PASSED_TO_DAEMON: &[&str] = &[
 ];
 
 /// Variables that decide where the daemon sends secrets or whom it trusts: honoured only from
-/// a service's own environment (the identity variables, [`crate::ipc::IDENTITY_VARS`], too).
+/// a service's own environment (the identity variables, [`crate::daemon_protocol::IDENTITY_VARS`], too).
 pub const SERVICE_ONLY: &[&str] = &[
     "AZURE_AUTHORITY_HOST",
     "SSL_CERT_FILE",
@@ -63,14 +63,14 @@ pub const SERVICE_ONLY: &[&str] = &[
 pub fn spawner_only() -> impl Iterator<Item = &'static str> {
     SERVICE_ONLY
         .iter()
-        .chain(crate::ipc::IDENTITY_VARS.iter())
+        .chain(crate::daemon_protocol::IDENTITY_VARS.iter())
         .copied()
 }
 
 /// This process's identity variables: what the client sends with a request, and a service's
 /// own, for requests that carry none.
 pub fn identity_variables() -> BTreeMap<String, Secret> {
-    crate::ipc::IDENTITY_VARS
+    crate::daemon_protocol::IDENTITY_VARS
         .iter()
         .filter_map(|k| {
             let v = std::env::var(k).ok().filter(|v| !v.is_empty())?;

@@ -5,7 +5,7 @@
 //! (`credential.useHttpPath`), else the `org@` user name, else the `{org}.visualstudio.com` host.
 //! This module does no I/O so the client can decide before it touches anything.
 
-use crate::protocol::Credential;
+use crate::git_credential::Credential;
 
 /// What to do with one credential request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -32,7 +32,7 @@ fn mentions(symbol: &str, krate: &str) -> bool {
 fn the_client_links_no_tokio_reqwest_or_tls() {
     let client = text_symbols(env!("CARGO_BIN_EXE_git-credential-azdo"));
     assert!(
-        client.contains("git_credential_azdo::protocol"),
+        client.contains("git_credential_azdo::git_credential"),
         "symbols are readable"
     );
     for c in DAEMON_ONLY {

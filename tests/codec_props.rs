@@ -8,9 +8,9 @@
 #[path = "oracle/hosts.rs"]
 mod oracle;
 
-use git_credential_azdo::ipc::{self, RequestEnvelope, Response};
+use git_credential_azdo::daemon_protocol::{self, RequestEnvelope, Response};
+use git_credential_azdo::git_credential::{Credential, ProtocolError};
 use git_credential_azdo::policy::{Decision, decide};
-use git_credential_azdo::protocol::{Credential, ProtocolError};
 use git_credential_azdo::secret::Secret;
 use proptest::collection::vec;
 use proptest::option;
@@ -291,7 +291,7 @@ proptest! {
 
 #[test]
 fn lines_round_trip_up_to_the_length_limit() {
-    use git_credential_azdo::protocol::MAX_LINE;
+    use git_credential_azdo::git_credential::MAX_LINE;
     for (key, set) in [
         (
             "path",
@@ -330,8 +330,8 @@ fn credential_seeds_parse_and_round_trip() {
 #[test]
 fn ipc_seeds_decode() {
     for (path, bytes) in seeds("ipc_decode") {
-        let req = ipc::read_message::<RequestEnvelope>(&bytes[..]);
-        let resp = ipc::read_message::<Response>(&bytes[..]);
+        let req = daemon_protocol::read_message::<RequestEnvelope>(&bytes[..]);
+        let resp = daemon_protocol::read_message::<Response>(&bytes[..]);
         assert!(req.is_ok() || resp.is_ok(), "{}", path.display());
     }
 }
@@ -367,7 +367,7 @@ fn host_policy_seeds_hold_the_invariant() {
 #[test]
 #[ignore = "writes into the source tree"]
 fn write_ipc_seeds() {
-    use git_credential_azdo::ipc::{
+    use git_credential_azdo::daemon_protocol::{
         AccountView, AppLogin, Check, ErrorKind, OrgStatus, PACKAGE_VERSION, PROTOCOL, Request,
         StatusView,
     };
@@ -381,12 +381,12 @@ fn write_ipc_seeds() {
             version: PACKAGE_VERSION.into(),
             request,
         };
-        ipc::write_message(&mut line, &env).unwrap();
+        daemon_protocol::write_message(&mut line, &env).unwrap();
         write(name, line);
     };
     let response = |name: &str, response: Response| {
         let mut line = Vec::new();
-        ipc::write_message(&mut line, &response).unwrap();
+        daemon_protocol::write_message(&mut line, &response).unwrap();
         write(name, line);
     };
     let wwwauth = || {

@@ -307,7 +307,7 @@ fn erase_keeps_a_token_azure_devops_accepts() {
 /// is dropped as unjudged, and nothing backs off.
 #[test]
 fn erase_never_sends_the_token_to_a_host_outside_the_allowlist() {
-    use git_credential_azdo::ipc::{self, Request, RequestEnvelope};
+    use git_credential_azdo::daemon_protocol::{self, Request, RequestEnvelope};
     use std::io::BufRead;
     let w = World::new();
     w.login("contoso");
@@ -315,8 +315,8 @@ fn erase_never_sends_the_token_to_a_host_outside_the_allowlist() {
     let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     elsewhere.set_nonblocking(true).unwrap();
     let env = RequestEnvelope {
-        protocol: ipc::PROTOCOL,
-        version: ipc::PACKAGE_VERSION.into(),
+        protocol: daemon_protocol::PROTOCOL,
+        version: daemon_protocol::PACKAGE_VERSION.into(),
         request: Request::Erase {
             org: "contoso".into(),
             host: elsewhere.local_addr().unwrap().to_string(),
@@ -326,7 +326,7 @@ fn erase_never_sends_the_token_to_a_host_outside_the_allowlist() {
     };
     let mut s =
         std::os::unix::net::UnixStream::connect(w.runtime_dir().join("daemon.sock")).unwrap();
-    ipc::write_message(&mut s, &env).unwrap();
+    daemon_protocol::write_message(&mut s, &env).unwrap();
     let mut answer = String::new();
     std::io::BufReader::new(&s).read_line(&mut answer).unwrap();
     assert!(answer.contains("\"kind\":\"done\""), "{answer}");
@@ -643,10 +643,10 @@ fn the_daemon_refuses_another_user() {
 
 /// The request line the client sends for a `get`.
 fn raw_get_line(org: &str) -> Vec<u8> {
-    let env = git_credential_azdo::ipc::RequestEnvelope {
-        protocol: git_credential_azdo::ipc::PROTOCOL,
-        version: git_credential_azdo::ipc::PACKAGE_VERSION.into(),
-        request: git_credential_azdo::ipc::Request::Get {
+    let env = git_credential_azdo::daemon_protocol::RequestEnvelope {
+        protocol: git_credential_azdo::daemon_protocol::PROTOCOL,
+        version: git_credential_azdo::daemon_protocol::PACKAGE_VERSION.into(),
+        request: git_credential_azdo::daemon_protocol::Request::Get {
             org: org.into(),
             env: Default::default(),
             authtype: false,
@@ -654,7 +654,7 @@ fn raw_get_line(org: &str) -> Vec<u8> {
         },
     };
     let mut line = Vec::new();
-    git_credential_azdo::ipc::write_message(&mut line, &env).unwrap();
+    git_credential_azdo::daemon_protocol::write_message(&mut line, &env).unwrap();
     line
 }
 

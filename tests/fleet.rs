@@ -22,7 +22,7 @@ mod common;
 
 use common::MockEntra;
 use common::harness::World;
-use git_credential_azdo::ipc::{self, Request, RequestEnvelope, Response};
+use git_credential_azdo::daemon_protocol::{self, Request, RequestEnvelope, Response};
 use git_credential_azdo::secret::Secret;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -112,8 +112,8 @@ fn get_line(app: &str) -> Vec<u8> {
     .map(|(k, v)| (k.to_string(), Secret::new(v)))
     .collect();
     let req = RequestEnvelope {
-        protocol: ipc::PROTOCOL,
-        version: ipc::PACKAGE_VERSION.into(),
+        protocol: daemon_protocol::PROTOCOL,
+        version: daemon_protocol::PACKAGE_VERSION.into(),
         request: Request::Get {
             org: "contoso".into(),
             env,
@@ -122,7 +122,7 @@ fn get_line(app: &str) -> Vec<u8> {
         },
     };
     let mut line = Vec::new();
-    ipc::write_message(&mut line, &req).unwrap();
+    daemon_protocol::write_message(&mut line, &req).unwrap();
     line
 }
 
@@ -135,7 +135,7 @@ fn clone_get(socket: &Path, line: &[u8]) -> bool {
         return false;
     }
     matches!(
-        ipc::read_message::<Response>(BufReader::new(&s)),
+        daemon_protocol::read_message::<Response>(BufReader::new(&s)),
         Ok(Response::Token { .. })
     )
 }

@@ -145,28 +145,32 @@ fn a_token_that_expires_on_arrival_is_a_failure_with_back_off() {
 /// returns its answer.
 fn raw(
     w: &World,
-    request: git_credential_azdo::ipc::Request,
-) -> git_credential_azdo::ipc::Response {
-    use git_credential_azdo::ipc::{self, RequestEnvelope};
+    request: git_credential_azdo::daemon_protocol::Request,
+) -> git_credential_azdo::daemon_protocol::Response {
+    use git_credential_azdo::daemon_protocol::{self, RequestEnvelope};
     let env = RequestEnvelope {
-        protocol: ipc::PROTOCOL,
-        version: ipc::PACKAGE_VERSION.into(),
+        protocol: daemon_protocol::PROTOCOL,
+        version: daemon_protocol::PACKAGE_VERSION.into(),
         request,
     };
     let s = std::os::unix::net::UnixStream::connect(w.runtime_dir().join("daemon.sock")).unwrap();
-    ipc::write_message(&s, &env).unwrap();
-    ipc::read_message(std::io::BufReader::new(&s)).unwrap()
+    daemon_protocol::write_message(&s, &env).unwrap();
+    daemon_protocol::read_message(std::io::BufReader::new(&s)).unwrap()
 }
 
 /// A `get` for `org` with these identity variables, straight to the socket.
-fn raw_get(w: &World, org: &str, vars: &[(&str, &str)]) -> git_credential_azdo::ipc::Response {
+fn raw_get(
+    w: &World,
+    org: &str,
+    vars: &[(&str, &str)],
+) -> git_credential_azdo::daemon_protocol::Response {
     let env = vars
         .iter()
         .map(|(k, v)| (k.to_string(), git_credential_azdo::secret::Secret::new(*v)))
         .collect();
     raw(
         w,
-        git_credential_azdo::ipc::Request::Get {
+        git_credential_azdo::daemon_protocol::Request::Get {
             org: org.into(),
             env,
             authtype: false,
@@ -175,8 +179,11 @@ fn raw_get(w: &World, org: &str, vars: &[(&str, &str)]) -> git_credential_azdo::
     )
 }
 
-fn is_token(r: &git_credential_azdo::ipc::Response) -> bool {
-    matches!(r, git_credential_azdo::ipc::Response::Token { .. })
+fn is_token(r: &git_credential_azdo::daemon_protocol::Response) -> bool {
+    matches!(
+        r,
+        git_credential_azdo::daemon_protocol::Response::Token { .. }
+    )
 }
 
 /// The daemon's resident memory, in KiB.
@@ -215,10 +222,10 @@ fn an_organization_name_the_client_would_refuse_is_refused_by_the_daemon_too() {
     assert!(is_token(&raw_get(&w, "contoso", &SP_VARS)));
     for bad in ["con\ntoso", "", "-contoso", "a/b", &"x".repeat(51)] {
         match raw_get(&w, bad, &SP_VARS) {
-            git_credential_azdo::ipc::Response::Error { error, message, .. } => {
+            git_credential_azdo::daemon_protocol::Response::Error { error, message, .. } => {
                 assert_eq!(
                     error,
-                    git_credential_azdo::ipc::ErrorKind::BadRequest,
+                    git_credential_azdo::daemon_protocol::ErrorKind::BadRequest,
                     "{bad:?}"
                 );
                 assert!(

@@ -1,4 +1,4 @@
-//! Fuzz target `credential_codec`: git's credential-helper codec (`protocol::Credential`).
+//! Fuzz target `credential_codec`: git's credential-helper codec (`git_credential::Credential`).
 //!
 //! Whatever `read_from` accepts must write back (`write_to`) and read again to an equal
 //! description, in every field, and write to the same bytes again; reading must not depend on
@@ -6,7 +6,7 @@
 #![no_main]
 
 use git_credential_azdo::answer::Scheme;
-use git_credential_azdo::protocol::{Credential, ProtocolError};
+use git_credential_azdo::git_credential::{Credential, ProtocolError};
 use git_credential_azdo::secret::Secret;
 use libfuzzer_sys::fuzz_target;
 use std::io::BufReader;

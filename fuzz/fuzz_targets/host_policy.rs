@@ -10,7 +10,7 @@
 #![no_main]
 
 use git_credential_azdo::policy::{Decision, PolicyError, decide};
-use git_credential_azdo::protocol::Credential;
+use git_credential_azdo::git_credential::Credential;
 use libfuzzer_sys::fuzz_target;
 
 /// The rule the policy is judged by, written independently of it (shared with the property

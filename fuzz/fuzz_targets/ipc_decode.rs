@@ -1,5 +1,5 @@
-//! Fuzz target `ipc_decode`: the client ↔ daemon message decoder (`ipc::decode`,
-//! `ipc::read_message`) for both `RequestEnvelope` and `Response`.
+//! Fuzz target `ipc_decode`: the client ↔ daemon message decoder (`daemon_protocol::decode`,
+//! `daemon_protocol::read_message`) for both `RequestEnvelope` and `Response`.
 //!
 //! Two passes per input. Raw: the bytes themselves are a message; nothing panics,
 //! `read_message` over a reader agrees with `decode` of the first line, whatever decodes
@@ -8,7 +8,7 @@
 //! types, that carries a marker value in its fields; no error text may contain the marker.
 #![no_main]
 
-use git_credential_azdo::ipc::{
+use git_credential_azdo::daemon_protocol::{
     IpcError, RequestEnvelope, Response, decode, read_message, write_message,
 };
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};

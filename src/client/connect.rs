@@ -2,7 +2,7 @@
 //! for its readiness line), replace a daemon of another version, and exchange one request
 //! for one response under a deadline. Synchronous and std-only.
 
-use crate::ipc::{self, IpcError, Request, RequestEnvelope, Response};
+use crate::daemon_protocol::{self, IpcError, Request, RequestEnvelope, Response};
 use crate::paths;
 use interprocess::local_socket::traits::{Stream as _, StreamCommon as _};
 use interprocess::local_socket::{ConnectOptions, GenericFilePath, Stream, ToFsName};
@@ -30,7 +30,7 @@ pub enum ConnectError {
     Ipc(#[from] IpcError),
     #[error(
         "the running daemon is version {daemon}, newer than this client ({}); update git-credential-azdo or put the newer one first on PATH",
-        ipc::PACKAGE_VERSION
+        daemon_protocol::PACKAGE_VERSION
     )]
     OlderClient { daemon: String },
 }
@@ -177,12 +177,12 @@ fn exchange(stream: Stream, req: &Request, deadline: Duration) -> Result<Respons
         .set_send_timeout(Some(Duration::from_secs(5)))
         .map_err(IpcError::from)?;
     let env = RequestEnvelope {
-        protocol: ipc::PROTOCOL,
-        version: ipc::PACKAGE_VERSION.into(),
+        protocol: daemon_protocol::PROTOCOL,
+        version: daemon_protocol::PACKAGE_VERSION.into(),
         request: req.clone(),
     };
-    let result =
-        ipc::write_message(&stream, &env).and_then(|()| ipc::read_message(BufReader::new(&stream)));
+    let result = daemon_protocol::write_message(&stream, &env)
+        .and_then(|()| daemon_protocol::read_message(BufReader::new(&stream)));
     match result {
         Err(IpcError::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
             Err(ConnectError::Timeout(deadline))
@@ -212,7 +212,9 @@ pub fn call(req: &Request, deadline: Duration) -> Result<Response, ConnectError>
         r => r?,
     };
     match resp {
-        Response::VersionMismatch { daemon } if ipc::is_newer(&daemon, ipc::PACKAGE_VERSION) => {
+        Response::VersionMismatch { daemon }
+            if daemon_protocol::is_newer(&daemon, daemon_protocol::PACKAGE_VERSION) =>
+        {
             Err(ConnectError::OlderClient { daemon })
         }
         Response::VersionMismatch { .. } => {

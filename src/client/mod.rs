@@ -9,9 +9,9 @@ pub use connect::{ConnectError, call, call_if_running};
 
 use crate::answer::GitInstall;
 use crate::config::Config;
-use crate::ipc::{ErrorKind, Request, Response};
+use crate::daemon_protocol::{ErrorKind, Request, Response};
+use crate::git_credential::Credential;
 use crate::policy::{self, Decision, Target};
-use crate::protocol::Credential;
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;

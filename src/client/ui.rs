@@ -2,9 +2,9 @@
 //! `--json`), `setup` (git configuration, and `--undo`), `stop`.
 
 use super::{GET_DEADLINE, NAME, SHORT_DEADLINE, call, call_if_running};
-use crate::ipc::{AppLogin, Request, Response, StatusView};
+use crate::daemon_protocol::{AppLogin, Request, Response, StatusView};
+use crate::git_credential::Credential;
 use crate::policy::{self, Decision, Target};
-use crate::protocol::Credential;
 use std::io::{IsTerminal, Write};
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
@@ -387,7 +387,7 @@ pub fn app_sign_in(
         );
         match result {
             Ok(Response::Error {
-                error: crate::ipc::ErrorKind::BadRequest,
+                error: crate::daemon_protocol::ErrorKind::BadRequest,
                 message,
                 ..
             }) => {
@@ -753,7 +753,7 @@ pub fn setup_command(
 /// The client's half of `doctor` (git, configuration, socket directory, daemon version),
 /// then the daemon's (secret store, reachability, each organization's token).
 pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
-    use crate::ipc::Check;
+    use crate::daemon_protocol::Check;
     let mut checks = Vec::new();
     let git = Command::new("git").arg("--version").output();
     checks.push(match git {
@@ -802,7 +802,9 @@ pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
     });
     checks.push(socket_dir_check());
     match call(&Request::Ping, SHORT_DEADLINE) {
-        Ok(Response::Pong { version, pid, .. }) if version == crate::ipc::PACKAGE_VERSION => {
+        Ok(Response::Pong { version, pid, .. })
+            if version == crate::daemon_protocol::PACKAGE_VERSION =>
+        {
             checks.push(Check::pass(
                 "daemon",
                 format!("version {version}, pid {pid}"),
@@ -860,8 +862,8 @@ pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
 }
 
 /// The socket directory is ours and private (when it exists yet).
-fn socket_dir_check() -> crate::ipc::Check {
-    use crate::ipc::Check;
+fn socket_dir_check() -> crate::daemon_protocol::Check {
+    use crate::daemon_protocol::Check;
     use std::os::unix::fs::MetadataExt;
     let dir = crate::paths::runtime_dir();
     match std::fs::symlink_metadata(&dir) {

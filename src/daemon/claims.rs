@@ -4,7 +4,7 @@
 //! Decoded without verifying the signature, for display and for naming the account only;
 //! nothing here decides whether a token is trusted (Azure DevOps does that).
 
-use crate::ipc::AccountView;
+use crate::daemon_protocol::AccountView;
 use base64::Engine;
 use serde::Deserialize;
 

@@ -9,7 +9,7 @@
 //! cannot run counts as unknown, and an unknown git gets Basic.
 
 use crate::answer::{self, AuthSetting, GitInstall, GitVersion, Scheme};
-use crate::ipc::Check;
+use crate::daemon_protocol::Check;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 
 use super::broker::{Broker, LoginRequest};
 use super::gits::Gits;
-use crate::ipc::{self, ErrorKind, Request, RequestEnvelope, Response};
+use crate::daemon_protocol::{self, ErrorKind, Request, RequestEnvelope, Response};
 use interprocess::local_socket::tokio::{Listener, Stream};
 use interprocess::local_socket::traits::StreamCommon as _;
 use interprocess::local_socket::traits::tokio::Listener as _;
@@ -77,11 +77,11 @@ async fn handle(
     broker: Arc<Broker>,
     gits: Arc<Gits>,
     stop: watch::Sender<bool>,
-) -> Result<(), ipc::IpcError> {
+) -> Result<(), daemon_protocol::IpcError> {
     // Requests are a few hundred bytes: a small buffer keeps a thousand waiting clients cheap.
     let mut reader = BufReader::with_capacity(1024, stream);
     let mut line = Vec::with_capacity(512);
-    let mut limited = (&mut reader).take(ipc::MAX_MESSAGE as u64 + 1);
+    let mut limited = (&mut reader).take(daemon_protocol::MAX_MESSAGE as u64 + 1);
     let read = limited.read_until(b'\n', &mut line);
     match tokio::time::timeout(READ_DEADLINE, read).await {
         Ok(r) => {
@@ -92,11 +92,14 @@ async fn handle(
             return Ok(());
         }
     }
-    let (response, then_stop) = match ipc::decode::<Header>(&line) {
+    let (response, then_stop) = match daemon_protocol::decode::<Header>(&line) {
         Err(e) => (bad_request(e), false),
         // Same package: serve.
-        Ok(h) if h.protocol == ipc::PROTOCOL && h.version == ipc::PACKAGE_VERSION => {
-            match ipc::decode::<RequestEnvelope>(&line) {
+        Ok(h)
+            if h.protocol == daemon_protocol::PROTOCOL
+                && h.version == daemon_protocol::PACKAGE_VERSION =>
+        {
+            match daemon_protocol::decode::<RequestEnvelope>(&line) {
                 Ok(env) => dispatch(env.request, &broker, &gits).await,
                 Err(e) => (bad_request(e), false),
             }
@@ -104,11 +107,11 @@ async fn handle(
         // A newer client: exit so it can start its own daemon. An older one is told, and
         // this daemon stays (an old copy of the client must not keep replacing it).
         Ok(h) => {
-            let upgrade = ipc::is_newer(&h.version, ipc::PACKAGE_VERSION);
+            let upgrade = daemon_protocol::is_newer(&h.version, daemon_protocol::PACKAGE_VERSION);
             tracing::info!(client = %h.version, upgrade, "client of another version");
             (
                 Response::VersionMismatch {
-                    daemon: ipc::PACKAGE_VERSION.into(),
+                    daemon: daemon_protocol::PACKAGE_VERSION.into(),
                 },
                 upgrade,
             )
@@ -125,7 +128,7 @@ async fn handle(
     written.map_err(Into::into)
 }
 
-fn bad_request(e: ipc::IpcError) -> Response {
+fn bad_request(e: daemon_protocol::IpcError) -> Response {
     Response::error(ErrorKind::BadRequest, e.to_string())
 }
 
@@ -206,7 +209,7 @@ async fn dispatch(req: Request, broker: &Arc<Broker>, gits: &Gits) -> (Response,
             Response::Doctor { checks }
         }
         Request::Ping => Response::Pong {
-            version: ipc::PACKAGE_VERSION.into(),
+            version: daemon_protocol::PACKAGE_VERSION.into(),
             pid: std::process::id(),
             store: broker.store_description(),
         },

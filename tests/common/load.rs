@@ -2,7 +2,7 @@
 //! together, each sending one request line exactly as the client frames it and reading one
 //! response line. For the benchmarks (`tests/bench.rs`).
 
-use git_credential_azdo::ipc::{self, Request, RequestEnvelope, Response};
+use git_credential_azdo::daemon_protocol::{self, Request, RequestEnvelope, Response};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -53,8 +53,8 @@ impl Burst {
 /// One `get` for `org` as `git-credential-azdo get` frames it: the envelope as one JSON line.
 pub fn get_line(org: &str) -> Vec<u8> {
     let env = RequestEnvelope {
-        protocol: ipc::PROTOCOL,
-        version: ipc::PACKAGE_VERSION.into(),
+        protocol: daemon_protocol::PROTOCOL,
+        version: daemon_protocol::PACKAGE_VERSION.into(),
         request: Request::Get {
             org: org.into(),
             env: Default::default(),
@@ -63,7 +63,7 @@ pub fn get_line(org: &str) -> Vec<u8> {
         },
     };
     let mut line = Vec::new();
-    ipc::write_message(&mut line, &env).expect("a request serializes");
+    daemon_protocol::write_message(&mut line, &env).expect("a request serializes");
     line
 }
 
@@ -217,7 +217,7 @@ fn read_answer(mut s: &UnixStream, buf: &mut Vec<u8>) -> Result<(), String> {
             Err(e) => return Err(format!("read: {}", kind(&e))),
         }
     }
-    match ipc::decode::<Response>(buf) {
+    match daemon_protocol::decode::<Response>(buf) {
         Ok(Response::Token { .. }) => Ok(()),
         Ok(Response::Error { error, .. }) => Err(format!("response: error {error:?}")),
         Ok(other) => Err(format!(
@@ -227,7 +227,7 @@ fn read_answer(mut s: &UnixStream, buf: &mut Vec<u8>) -> Result<(), String> {
                 .next()
                 .unwrap_or("?")
         )),
-        Err(ipc::IpcError::Closed) => Err("closed without an answer".into()),
+        Err(daemon_protocol::IpcError::Closed) => Err("closed without an answer".into()),
         Err(e) => Err(format!("response: {e}")),
     }
 }

@@ -29,7 +29,9 @@ use super::recent::Recent;
 use super::schedule;
 use super::store::{AccountRecord, AppRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
-use crate::ipc::{AccountView, AppLogin, Check, ErrorKind, OrgStatus, Response, StatusView};
+use crate::daemon_protocol::{
+    AccountView, AppLogin, Check, ErrorKind, OrgStatus, Response, StatusView,
+};
 use crate::policy;
 use crate::secret::Secret;
 use std::collections::{BTreeMap, HashMap};

@@ -92,7 +92,7 @@ impl Broker {
             .filter(|s| s.is_machine())
             .count();
         Response::Status(StatusView {
-            daemon_version: crate::ipc::PACKAGE_VERSION.into(),
+            daemon_version: crate::daemon_protocol::PACKAGE_VERSION.into(),
             pid: std::process::id(),
             store: self.store.describe(),
             orgs,
