@@ -308,7 +308,7 @@ fn security_md_cites_only_tests_that_exist() {
             };
             let path = root.join("tests").join(format!("{file}.rs"));
             let Ok(source) = std::fs::read_to_string(&path) else {
-                // `protocol`, `ipc`...: unit tests in src/.
+                // `git_credential`, `daemon_protocol`...: unit tests in src/.
                 assert!(
                     root.join("src").join(format!("{file}.rs")).exists(),
                     "{name}: no tests/{file}.rs or src/{file}.rs"
