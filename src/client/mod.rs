@@ -1,20 +1,35 @@
 //! The client: what git runs (`get`, `store`, `erase`) and the user's command line (`login`,
-//! `logout`, `status`, `setup`, `stop`). Synchronous, std-only, quick to start; all network
-//! work happens in the daemon.
+//! `logout`, `status`, `setup`, `doctor`, `stop`), one file per command. Synchronous,
+//! std-only, quick to start; all network work happens in the daemon. This file holds what the
+//! commands share: the deadlines, the name every line starts with, and how one is printed.
 
 mod connect;
-mod ui;
+mod credential;
+mod doctor;
+mod login;
+mod setup;
+mod status;
 
 pub use connect::{ConnectError, call, call_if_running};
+pub use credential::credential_op;
+pub use doctor::doctor_command;
+pub use login::{AppArgs, Method, SecretSource, login_command, logout_command};
+pub use setup::setup_command;
+pub use status::{status_command, stop_command};
+
+use login::*;
+use setup::*;
 
 use crate::answer::GitInstall;
 use crate::config::Config;
-use crate::daemon_protocol::{ErrorKind, Request, Response};
+use crate::daemon_protocol::{AppLogin, ErrorKind, Request, Response, StatusView};
 use crate::git_credential::Credential;
 use crate::policy::{self, Decision, Target};
 use std::io::{BufRead, IsTerminal, Write};
-use std::process::ExitCode;
-use std::time::Duration;
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Deadline for a `get`: a refresh on the daemon's side is bounded well below this.
 const GET_DEADLINE: Duration = Duration::from_secs(45);
@@ -23,236 +38,24 @@ const SHORT_DEADLINE: Duration = Duration::from_secs(10);
 /// Prefix of every line the client writes to stderr.
 pub const NAME: &str = "git-credential-azdo";
 
-/// One of git's credential operations, with its I/O passed in. Exit code 0 unless the input
-/// was malformed or the daemon failed; stdout only ever carries protocol lines.
-pub fn credential_op(
-    op: &str,
-    input: impl BufRead,
-    mut out: impl Write,
-    mut err: impl Write,
-) -> ExitCode {
-    let cred = match Credential::read_from(input) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = writeln!(err, "{NAME}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let decision = policy::decide(&cred, || {
-        Config::hosts_default().unwrap_or_else(|e| {
-            let _ = writeln!(err, "{NAME}: {e}");
-            Vec::new()
-        })
-    });
-    let target = match decision {
-        Err(e) => {
-            let _ = writeln!(err, "{NAME}: {e}");
-            return ExitCode::FAILURE;
-        }
-        Ok(Decision::NotOurs) => return ExitCode::SUCCESS,
-        Ok(Decision::NoOrganization { host }) => {
-            if op == "get" {
-                let _ = writeln!(
-                    err,
-                    "{NAME}: cannot tell the Azure DevOps organization for https://{host}/: run `{NAME} setup` (it sets credential.useHttpPath), or use a URL like https://ORG@{host}/ORG/PROJECT/_git/REPO"
-                );
-            }
-            return ExitCode::SUCCESS;
-        }
-        Ok(Decision::Serve(t)) => t,
-    };
-    match op {
-        "get" => get(&cred, &target, &mut out, &mut err),
-        "erase" => {
-            let token = cred.credential.clone().or_else(|| cred.password.clone());
-            let req = Request::Erase {
-                org: target.org,
-                host: target.host,
-                token,
-                wwwauth: cred.wwwauth,
-            };
-            // No daemon, no cached token: nothing to erase.
-            match call_if_running(&req, SHORT_DEADLINE) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    let _ = writeln!(err, "{NAME}: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        // Tokens come from the daemon; what git would store is ours already.
-        _ => ExitCode::SUCCESS,
+/// The name of a response's kind, for "unexpected answer" messages.
+pub fn kind_of(r: &Response) -> &'static str {
+    match r {
+        Response::Token { .. } => "token",
+        Response::DeviceCode { .. } => "device_code",
+        Response::BrowserSignIn { .. } => "browser_sign_in",
+        Response::AppSignIn { .. } => "app_sign_in",
+        Response::LoggedIn { .. } => "logged_in",
+        Response::Status(_) => "status",
+        Response::Doctor { .. } => "doctor",
+        Response::Pong { .. } => "pong",
+        Response::Done => "done",
+        Response::VersionMismatch { .. } => "version_mismatch",
+        Response::Error { .. } => "error",
     }
 }
 
-fn get(cred: &Credential, target: &Target, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
-    let authtype = cred.has_capability("authtype");
-    let req = Request::Get {
-        org: target.org.clone(),
-        env: crate::launch::identity_variables(),
-        authtype,
-        // Which git asks matters only to one that can take Bearer.
-        git: authtype.then(GitInstall::of_caller).flatten(),
-    };
-    let mut resp = call(&req, GET_DEADLINE);
-    if let Ok(Response::Error {
-        error: ErrorKind::NeedsLogin,
-        message,
-        ..
-    }) = &resp
-    {
-        if !interactive() {
-            let _ = writeln!(err, "{NAME}: {}", explain(resp.as_ref().unwrap(), target));
-            return ExitCode::SUCCESS;
-        }
-        let _ = writeln!(err, "{NAME}: {message}; signing in now.");
-        if let Err(code) = ui::sign_in(
-            target,
-            None,
-            cred.wwwauth.clone(),
-            ui::Method::Auto,
-            None,
-            err,
-        ) {
-            return code;
-        }
-        resp = call(&req, GET_DEADLINE);
-    }
-    match resp {
-        Ok(Response::Token {
-            token,
-            expires_at,
-            scheme,
-        }) => match cred.answer(&token, expires_at, scheme).write_to(&mut *out) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                let _ = writeln!(err, "{NAME}: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Ok(e @ Response::Error { .. }) => {
-            let _ = writeln!(err, "{NAME}: {}", explain(&e, target));
-            ExitCode::SUCCESS
-        }
-        Ok(other) => {
-            let _ = writeln!(
-                err,
-                "{NAME}: unexpected answer from the daemon: {}",
-                ui::kind_of(&other)
-            );
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            let _ = writeln!(err, "{NAME}: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// The line a refused `get` prints: the daemon's message, then what happens next or what to
-/// do, decided from the error's kind, `retry_in` and `fix` (never from the message's words).
-fn explain(resp: &Response, target: &Target) -> String {
-    let Response::Error {
-        error,
-        message,
-        retry_in,
-        fix,
-    } = resp
-    else {
-        return String::new();
-    };
-    let then = match (error, retry_in, fix) {
-        (_, _, Some(fix)) => format!(". {fix}"),
-        (_, Some(secs), None) => format!("; the daemon tries again by itself in {secs} s"),
-        (ErrorKind::NeedsLogin, None, None) => {
-            format!(". Sign in with: {NAME} login --org {}", target.org)
-        }
-        (ErrorKind::Unavailable, None, None) => {
-            ". Cached tokens are used while they last; try again shortly".into()
-        }
-        _ => return message.clone(),
-    };
-    // Entra's sentences end with a full stop; what follows brings its own.
-    format!("{}{then}", message.trim_end_matches('.'))
-}
-
-/// May we wait for a person? Not with `GIT_TERMINAL_PROMPT=0`, `credential.interactive=false`,
-/// or without a terminal.
-fn interactive() -> bool {
-    // Cheapest checks first: most non-interactive runs stop before starting a git process.
-    if std::env::var_os("GIT_TERMINAL_PROMPT").is_some_and(|v| v == "0")
-        || !std::io::stderr().is_terminal()
-        || std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/tty")
-            .is_err()
-    {
-        return false;
-    }
-    let configured = std::process::Command::new("git")
-        .args(["config", "--get", "credential.interactive"])
-        .stderr(std::process::Stdio::null())
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
-    !matches!(configured.as_str(), "false" | "no" | "off" | "0" | "never")
-}
-
-pub use ui::{
-    AppArgs, Method, SecretSource, doctor_command, login_command, logout_command, setup_command,
-    status_command, stop_command,
-};
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(error: ErrorKind, message: &str, retry_in: Option<u64>, fix: Option<&str>) -> String {
-        let target = Target {
-            org: "contoso".into(),
-            host: "dev.azure.com".into(),
-        };
-        let resp = Response::Error {
-            error,
-            message: message.into(),
-            retry_in,
-            fix: fix.map(Into::into),
-        };
-        explain(&resp, &target)
-    }
-
-    /// What follows the daemon's message comes from the error's fields: the same message
-    /// (even one that mentions a command or "by itself") gets the same ending for the same fields.
-    #[test]
-    fn the_line_is_decided_by_kind_retry_and_fix_never_by_the_words() {
-        let m = "Entra ID answered 503 (run login --org x by itself).";
-        assert_eq!(
-            line(ErrorKind::Unavailable, m, Some(7), None),
-            "Entra ID answered 503 (run login --org x by itself); the daemon tries again by itself in 7 s"
-        );
-        assert_eq!(
-            line(ErrorKind::Unavailable, m, None, None),
-            "Entra ID answered 503 (run login --org x by itself). Cached tokens are used while they last; try again shortly"
-        );
-        assert_eq!(
-            line(ErrorKind::NeedsLogin, m, None, None),
-            "Entra ID answered 503 (run login --org x by itself). Sign in with: git-credential-azdo login --org contoso"
-        );
-        assert_eq!(
-            line(
-                ErrorKind::NeedsLogin,
-                "refused.",
-                None,
-                Some("Connect it again with: X")
-            ),
-            "refused. Connect it again with: X"
-        );
-        assert_eq!(line(ErrorKind::Denied, m, None, None), m);
-        assert_eq!(line(ErrorKind::BadRequest, "bad", None, None), "bad");
-    }
+fn fail(err: &mut impl Write, msg: impl std::fmt::Display) -> ExitCode {
+    let _ = writeln!(err, "{NAME}: {msg}");
+    ExitCode::FAILURE
 }

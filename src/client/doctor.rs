@@ -1,0 +1,149 @@
+//! `doctor`: the client's own checks (git, its configuration, the socket directory), then the
+//! daemon's.
+
+use super::*;
+
+/// The client's half of `doctor` (git, configuration, socket directory, daemon version),
+/// then the daemon's (secret store, reachability, each organization's token).
+pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+    use crate::daemon_protocol::Check;
+    let mut checks = Vec::new();
+    let git = Command::new("git").arg("--version").output();
+    checks.push(match git {
+        Ok(o) if o.status.success() => {
+            let v = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            // Which answer it gets is the daemon's to say ("answer to git").
+            Check::pass("git", v)
+        }
+        _ => Check::fail("git", "git is not on PATH", "install git"),
+    });
+    let exec_path = Command::new("git")
+        .arg("--exec-path")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let helpers = Command::new("git")
+        .args([
+            "config",
+            "--get-all",
+            "credential.https://dev.azure.com.helper",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let use_path = Command::new("git")
+        .args([
+            "config",
+            "--get",
+            "credential.https://dev.azure.com.useHttpPath",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let ours = helpers.lines().any(is_ours);
+    checks.push(if ours && use_path == "true" {
+        Check::pass(
+            "git configuration",
+            "helper and useHttpPath set for https://dev.azure.com",
+        )
+    } else {
+        Check::fail(
+            "git configuration",
+            "git is not set up to use this helper for https://dev.azure.com",
+            format!("{NAME} setup"),
+        )
+    });
+    checks.push(socket_dir_check());
+    match call(&Request::Ping, SHORT_DEADLINE) {
+        Ok(Response::Pong { version, pid, .. })
+            if version == crate::daemon_protocol::PACKAGE_VERSION =>
+        {
+            checks.push(Check::pass(
+                "daemon",
+                format!("version {version}, pid {pid}"),
+            ));
+            match call(
+                &Request::Doctor {
+                    env: crate::launch::identity_variables(),
+                    git: crate::answer::GitInstall::at(&exec_path),
+                },
+                Duration::from_secs(120),
+            ) {
+                Ok(Response::Doctor { checks: theirs }) => checks.extend(theirs),
+                Ok(other) => checks.push(Check::fail(
+                    "daemon checks",
+                    format!("unexpected answer: {}", kind_of(&other)),
+                    format!("{NAME} stop, then run doctor again"),
+                )),
+                Err(e) => checks.push(Check::fail(
+                    "daemon checks",
+                    e.to_string(),
+                    "see the daemon log",
+                )),
+            }
+        }
+        Ok(other) => checks.push(Check::fail(
+            "daemon",
+            format!("unexpected answer: {}", kind_of(&other)),
+            format!("{NAME} stop"),
+        )),
+        Err(e) => checks.push(Check::fail(
+            "daemon",
+            e.to_string(),
+            format!("read {}", crate::paths::log_path().display()),
+        )),
+    }
+    let all_ok = checks.iter().all(|c| c.ok);
+    if json {
+        let _ = serde_json::to_writer_pretty(&mut *out, &checks);
+        let _ = writeln!(out);
+    } else {
+        for c in &checks {
+            let mark = if c.ok { "✓" } else { "✗" };
+            let _ = writeln!(out, "{mark} {}: {}", c.name, c.detail);
+            if let Some(fix) = &c.fix {
+                let _ = writeln!(out, "    fix: {fix}");
+            }
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        let _ = writeln!(err, "{NAME}: some checks failed");
+        ExitCode::FAILURE
+    }
+}
+
+/// The socket directory is ours and private (when it exists yet).
+pub(super) fn socket_dir_check() -> crate::daemon_protocol::Check {
+    use crate::daemon_protocol::Check;
+    use std::os::unix::fs::MetadataExt;
+    let dir = crate::paths::runtime_dir();
+    match std::fs::symlink_metadata(&dir) {
+        Err(_) => Check::pass(
+            "socket directory",
+            format!("{} (created on first use)", dir.display()),
+        ),
+        Ok(m) => {
+            let uid = unsafe { libc::geteuid() };
+            if m.uid() != uid || !m.is_dir() {
+                Check::fail(
+                    "socket directory",
+                    format!("{} is not a directory owned by you", dir.display()),
+                    format!("remove {} and run again", dir.display()),
+                )
+            } else if m.mode() & 0o077 != 0 {
+                Check::fail(
+                    "socket directory",
+                    format!("{} has mode {:o}", dir.display(), m.mode() & 0o777),
+                    format!("chmod 700 {}", dir.display()),
+                )
+            } else {
+                Check::pass(
+                    "socket directory",
+                    format!("{} (0700, yours)", dir.display()),
+                )
+            }
+        }
+    }
+}
