@@ -6,14 +6,12 @@ mod claims;
 mod crashpoint;
 mod discovery;
 mod endpoint;
-mod entra;
 mod gits;
-mod identity;
-mod legacy;
 mod loopback;
 mod recent;
 mod schedule;
 mod server;
+mod sources;
 pub mod store;
 
 use crate::config::Config;

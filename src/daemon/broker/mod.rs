@@ -21,12 +21,12 @@ use super::claims::Claims;
 use super::crashpoint;
 use super::discovery;
 use super::endpoint;
-use super::entra::{Entra, EntraError, TokenSet};
-use super::identity::MachineIdentity;
-use super::legacy::{self, Vssps};
 use super::loopback::{self, Redirect};
 use super::recent::Recent;
 use super::schedule;
+use super::sources::entra::{Entra, EntraError, TokenSet};
+use super::sources::legacy::{self, Vssps};
+use super::sources::machine::MachineIdentity;
 use super::store::{AccountRecord, AppRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
 use crate::daemon_protocol::{

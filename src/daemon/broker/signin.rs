@@ -264,7 +264,7 @@ impl Broker {
         org: &str,
         host: &str,
         tenant: &str,
-        sign_in: crate::daemon::entra::BrowserSignIn,
+        sign_in: crate::daemon::sources::entra::BrowserSignIn,
         r: Redirect,
     ) -> (FlowOutcome, loopback::Page) {
         let code = match redirect_code(r, &sign_in.state, "Entra ID") {

@@ -138,7 +138,7 @@ where
             // reqwest's message names the URL, never the form body.
             EntraError::Transient(format!(
                 "could not reach Entra ID for the {what}: {}",
-                super::error_chain(&e)
+                crate::daemon::error_chain(&e)
             ))
         }
         // Never print the body: it may be a half-readable token response.

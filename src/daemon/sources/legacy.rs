@@ -109,7 +109,10 @@ impl Vssps {
             .send()
             .await
             .map_err(|e| {
-                EntraError::Transient(format!("cannot reach {url}: {}", super::error_chain(&e)))
+                EntraError::Transient(format!(
+                    "cannot reach {url}: {}",
+                    crate::daemon::error_chain(&e)
+                ))
             })?;
         let status = resp.status();
         let body = resp
