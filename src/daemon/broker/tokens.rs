@@ -97,6 +97,30 @@ pub(super) struct SlotState {
     pub(super) denied: HashMap<String, Denied>,
 }
 
+/// Where a slot stands, as the refresher and `get` read it: the two decisions every path shares,
+/// pure functions of the state and the time.
+impl SlotState {
+    /// When the refresher renews this slot: the token's own time (after any back-off, never
+    /// within [`MIN_REFRESH_INTERVAL_MS`] of the last refresh); with no token, at once, or
+    /// after the back-off once an attempt failed; `None` when only a sign-in can help.
+    pub(super) fn due(&self) -> Option<u64> {
+        if self.needs_login.is_some() {
+            return None;
+        }
+        Some(match &self.token {
+            Some(t) => background_due(t, self),
+            None if self.failures == 0 => 0,
+            None => self.retry_at_ms,
+        })
+    }
+
+    /// The token handed to git at `now` without waiting: one not yet in the last part of its
+    /// life ([`CachedToken::usable`]).
+    pub(super) fn serve(&self, now: u64) -> Option<&CachedToken> {
+        self.token.as_ref().filter(|t| t.usable(now))
+    }
+}
+
 pub(super) fn token_response(t: &CachedToken) -> Response {
     Response::Token {
         token: t.token.clone(),
@@ -140,19 +164,7 @@ impl Broker {
                 self.drop_machine_slot(&slot, "idle");
                 return;
             }
-            let due = {
-                let st = slot.state.lock().unwrap();
-                if st.needs_login.is_some() {
-                    None
-                } else {
-                    match &st.token {
-                        Some(t) => Some(background_due(t, &st)),
-                        // No token yet: fetch one now (first start, or after a restart).
-                        None if st.failures == 0 => Some(0),
-                        None => Some(st.retry_at_ms),
-                    }
-                }
-            };
+            let due = slot.state.lock().unwrap().due();
             let wake_at = match (due, idle_until) {
                 (Some(d), Some(i)) => Some(d.min(i)),
                 (d, i) => d.or(i),
@@ -190,15 +202,16 @@ impl Broker {
         let now = now_ms();
         let refresh_token = {
             let st = slot.state.lock().unwrap();
-            if let Some(t) = &st.token {
-                let fresh_enough = if background {
-                    now < background_due(t, &st)
-                } else {
-                    t.usable(now)
-                };
-                if fresh_enough {
-                    return Ok(t.clone());
-                }
+            // Renewed meanwhile by the caller whose flight this one waited for?
+            let fresh = match background {
+                true => st
+                    .token
+                    .as_ref()
+                    .filter(|_| st.due().is_some_and(|d| now < d)),
+                false => st.serve(now),
+            };
+            if let Some(t) = fresh {
+                return Ok(t.clone());
             }
             if let Some(why) = &st.needs_login {
                 return Err(err(ErrorKind::NeedsLogin, why.clone()));
@@ -444,9 +457,7 @@ impl Broker {
                     ),
                 );
             }
-            if let Some(t) = &st.token
-                && t.usable(now)
-            {
+            if let Some(t) = st.serve(now) {
                 return token_response(t);
             }
         }
@@ -509,6 +520,60 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn token(obtained_ms: u64, expires_ms: u64, refresh_at_ms: u64) -> CachedToken {
+        CachedToken {
+            token: Secret::new("x"),
+            obtained_ms,
+            expires_ms,
+            refresh_at_ms,
+        }
+    }
+
+    /// The refresher's one decision, for each state a slot can be in.
+    #[test]
+    fn due_follows_the_state() {
+        // No token: at once, or after the back-off once an attempt failed.
+        let mut st = SlotState::default();
+        assert_eq!(st.due(), Some(0));
+        st.failures = 2;
+        st.retry_at_ms = 9_000;
+        assert_eq!(st.due(), Some(9_000));
+        // Healthy: the token's own time.
+        let mut st = SlotState {
+            token: Some(token(0, 100_000, 80_000)),
+            ..SlotState::default()
+        };
+        assert_eq!(st.due(), Some(80_000));
+        // Failing: not before the back-off ends, nor within a second of the last refresh.
+        st.retry_at_ms = 85_000;
+        assert_eq!(st.due(), Some(85_000));
+        st.last_refresh_ms = Some(85_500);
+        assert_eq!(st.due(), Some(86_500));
+        // Needs a sign-in: never, token or not.
+        st.needs_login = Some("revoked".into());
+        assert_eq!(st.due(), None);
+        st.token = None;
+        assert_eq!(st.due(), None);
+    }
+
+    /// `get`'s one decision: a token is served until the last fifth of its life.
+    #[test]
+    fn serve_stops_at_the_last_fifth_of_the_life() {
+        let st = SlotState {
+            token: Some(token(0, 100_000, 78_000)),
+            ..SlotState::default()
+        };
+        assert!(st.serve(79_999).is_some());
+        assert!(st.serve(80_000).is_none());
+        assert!(SlotState::default().serve(0).is_none());
+        // A sign-in required does not take a still-valid token away from git.
+        let st = SlotState {
+            needs_login: Some("revoked".into()),
+            ..st
+        };
+        assert!(st.serve(1_000).is_some());
+    }
 
     #[test]
     fn token_timing() {
