@@ -3,10 +3,7 @@
 use super::*;
 
 pub(super) fn when(unix: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::unix_secs();
     if unix > now {
         format!("in {}", human(unix - now))
     } else {

@@ -182,15 +182,30 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     /// An exec path whose `git` is a script printing `version` and counting its runs.
+    ///
+    /// Returned once it can be run: while another test of this process forks, the child holds
+    /// the script's write descriptor until it execs, and running the script meanwhile fails
+    /// with ETXTBSY ("text file busy"), which would read as an unknown git.
     fn fake_git(dir: &std::path::Path, version: &str) -> GitInstall {
         std::fs::create_dir_all(dir).unwrap();
         let script = format!(
-            "#!/bin/sh\necho run >> {}/runs\necho 'git version {version}'\n",
+            "#!/bin/sh\n[ -n \"$READY\" ] && exit 0\necho run >> {}/runs\necho 'git version {version}'\n",
             dir.display()
         );
         let path = dir.join("git");
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for _ in 0..500 {
+            match std::process::Command::new(&path).env("READY", "1").status() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(2))
+                }
+                other => {
+                    assert!(other.unwrap().success());
+                    break;
+                }
+            }
+        }
         GitInstall::at(dir.to_str().unwrap()).unwrap()
     }
 

@@ -342,13 +342,8 @@ impl Records {
         match read_json::<Records>(&path) {
             Ok(r) => Ok(r.unwrap_or_default()),
             Err(StoreError::Read { message, .. }) if message.starts_with("not valid JSON") => {
-                let aside = path.with_extension(format!(
-                    "json.corrupt-{}",
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0)
-                ));
+                let aside =
+                    path.with_extension(format!("json.corrupt-{}", crate::clock::unix_secs()));
                 fs::rename(&path, &aside).map_err(|source| StoreError::Write {
                     path: aside.display().to_string(),
                     source,

@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 
 const STORE_LIMIT: Duration = Duration::from_secs(5);
@@ -57,10 +57,7 @@ const MAX_MACHINE_ORGS: usize = 256;
 const MAX_MACHINE_SLOTS: usize = 256;
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::clock::unix_ms()
 }
 
 fn err(error: ErrorKind, message: impl Into<String>) -> Response {

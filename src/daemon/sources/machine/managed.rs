@@ -82,10 +82,7 @@ pub(super) async fn mi_token(resp: reqwest::Response, what: &str) -> Result<Toke
         .json()
         .await
         .map_err(|_| EntraError::Transient(format!("the {what}'s answer was not readable")))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::unix_secs();
     let expires_in = number(&t.expires_in)
         .or_else(|| number(&t.expires_on).map(|on| on.saturating_sub(now)))
         .unwrap_or(3600);

@@ -47,10 +47,7 @@ pub(super) fn certificate_assertion(
             .map(|c| base64::engine::general_purpose::STANDARD.encode(c))
             .collect();
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::clock::unix_secs();
     let rng = rand::SystemRandom::new();
     let mut jti = [0u8; 16];
     rand::SecureRandom::fill(&rng, &mut jti).map_err(|_| "no randomness".to_string())?;
