@@ -419,14 +419,26 @@ pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
-    let err = |source| StoreError::Write {
-        path: path.display().to_string(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    ensure_private_dir(dir).map_err(err)?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let bytes = serde_json::to_vec_pretty(value).expect("records serialize");
+    write_private_file(path, &bytes, Some(super::crashpoint::STORE_WRITE)).map_err(|source| {
+        StoreError::Write {
+            path: path.display().to_string(),
+            source,
+        }
+    })
+}
+
+/// Replaces `path` with `bytes` whole or not at all, readable by the owner only: written to a
+/// 0600 file beside it (in a 0700 directory), synced, renamed over it, the directory synced.
+/// `crash` names the crash point between the write and the sync, for the crash tests.
+pub fn write_private_file(
+    path: &Path,
+    bytes: &[u8],
+    crash: Option<&'static str>,
+) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ensure_private_dir(dir)?;
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
@@ -434,8 +446,10 @@ fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreEr
             .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
-        f.write_all(&bytes)?;
-        super::crashpoint::reached(super::crashpoint::STORE_WRITE);
+        f.write_all(bytes)?;
+        if let Some(step) = crash {
+            super::crashpoint::reached(step);
+        }
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         fs::File::open(dir)?.sync_all()
@@ -443,7 +457,7 @@ fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreEr
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(err)
+    result
 }
 
 #[cfg(test)]

@@ -207,7 +207,6 @@ pub fn callback_tls(
 ) -> Result<(Arc<tokio_rustls::rustls::ServerConfig>, std::path::PathBuf), String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    use std::os::unix::fs::OpenOptionsExt;
     let cert_path = dir.join("callback-cert.pem");
     let key_path = dir.join("callback-key.pem");
     let load = || -> Option<(CertificateDer<'static>, PrivateKeyDer<'static>)> {
@@ -218,29 +217,12 @@ pub fn callback_tls(
     let (cert, key) = match load() {
         Some(pair) => pair,
         None => {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
             let names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
             let made = rcgen::generate_simple_self_signed(names)
                 .map_err(|e| format!("cannot generate the callback certificate: {e}"))?;
-            let write = |path: &Path, text: &str| -> std::io::Result<()> {
-                let tmp = path.with_extension("tmp");
-                let _ = std::fs::remove_file(&tmp);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)?;
-                std::io::Write::write_all(&mut f, text.as_bytes())?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, path)
-            };
             let save = |path: &Path, text: &str| {
-                write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+                crate::daemon::store::write_private_file(path, text.as_bytes(), None)
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
             };
             save(&key_path, &made.signing_key.serialize_pem())?;
             save(&cert_path, &made.cert.pem())?;
