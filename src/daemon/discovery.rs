@@ -9,21 +9,10 @@ use crate::policy::is_builtin_host;
 
 /// The tenant named by one `Bearer authorization_uri=https://login…/{tenant}` challenge.
 pub fn tenant_from_challenge(challenge: &str) -> Option<String> {
-    let rest = challenge.trim();
-    let (scheme, params) = rest.split_once(char::is_whitespace)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
-    }
-    params.split(',').find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        if !k.trim().eq_ignore_ascii_case("authorization_uri") {
-            return None;
-        }
-        let uri = v.trim().trim_matches('"');
-        let url = url::Url::parse(uri).ok()?;
-        let tenant = url.path_segments()?.find(|s| !s.is_empty())?.to_string();
-        valid_tenant(&tenant).then_some(tenant)
-    })
+    let params = super::challenge::bearer_params(challenge)?;
+    let url = url::Url::parse(params.get("authorization_uri")?).ok()?;
+    let tenant = url.path_segments()?.find(|s| !s.is_empty())?.to_string();
+    valid_tenant(&tenant).then_some(tenant)
 }
 
 /// Tenants are GUIDs or domain names; refuse anything that could bend a URL.

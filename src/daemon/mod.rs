@@ -2,6 +2,7 @@
 //! pid-file lock, stale-socket recovery, readiness signal), the HTTP client, and shutdown.
 
 mod broker;
+mod challenge;
 mod claims;
 mod crashpoint;
 mod discovery;

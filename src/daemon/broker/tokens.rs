@@ -134,12 +134,11 @@ pub(super) fn token_response(t: &CachedToken) -> Response {
 /// The decoded `claims` of a `Bearer error="insufficient_claims", claims="<base64>"` challenge.
 pub(super) fn claims_challenge(challenge: &str) -> Option<String> {
     use base64::Engine;
-    if !challenge.contains("insufficient_claims") {
+    let params = crate::daemon::challenge::bearer_params(challenge)?;
+    if params.get("error").map(String::as_str) != Some("insufficient_claims") {
         return None;
     }
-    let start = challenge.find("claims=\"")? + "claims=\"".len();
-    let b64 = &challenge[start..];
-    let b64 = &b64[..b64.find('"')?];
+    let b64 = params.get("claims")?.as_str();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .or_else(|_| {
