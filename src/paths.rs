@@ -67,3 +67,57 @@ pub fn config_path() -> PathBuf {
             .join("config.toml"),
     }
 }
+
+/// What is wrong with a directory that should be private to this user (the socket directory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotPrivate {
+    /// Not a directory, or owned by someone else.
+    NotOurs,
+    /// Ours, but other users may enter or read it: its mode.
+    OpenToOthers(u32),
+}
+
+/// Whether `dir` is a directory of ours that no one else can use; `Err` when it cannot be
+/// inspected (it may not exist yet). The client's `doctor` and the daemon's start-up both judge
+/// the socket directory by this.
+pub fn check_private_dir(dir: &std::path::Path) -> std::io::Result<Result<(), NotPrivate>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    Ok(if !meta.is_dir() || meta.uid() != uid {
+        Err(NotPrivate::NotOurs)
+    } else if meta.mode() & 0o077 != 0 {
+        Err(NotPrivate::OpenToOthers(meta.mode() & 0o777))
+    } else {
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_private_directory_is_ours_and_closed_to_others() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("run");
+        assert!(check_private_dir(&dir).is_err(), "missing");
+        std::fs::create_dir(&dir).unwrap();
+        let set = |mode| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+        set(0o700).unwrap();
+        assert_eq!(check_private_dir(&dir).unwrap(), Ok(()));
+        set(0o711).unwrap();
+        assert_eq!(
+            check_private_dir(&dir).unwrap(),
+            Err(NotPrivate::OpenToOthers(0o711))
+        );
+        let file = root.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(check_private_dir(&file).unwrap(), Err(NotPrivate::NotOurs));
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        assert_eq!(check_private_dir(&link).unwrap(), Err(NotPrivate::NotOurs));
+    }
+}

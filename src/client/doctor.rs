@@ -117,33 +117,26 @@ pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
 /// The socket directory is ours and private (when it exists yet).
 pub(super) fn socket_dir_check() -> crate::daemon_protocol::Check {
     use crate::daemon_protocol::Check;
-    use std::os::unix::fs::MetadataExt;
+    use crate::paths::NotPrivate;
     let dir = crate::paths::runtime_dir();
-    match std::fs::symlink_metadata(&dir) {
+    match crate::paths::check_private_dir(&dir) {
         Err(_) => Check::pass(
             "socket directory",
             format!("{} (created on first use)", dir.display()),
         ),
-        Ok(m) => {
-            let uid = unsafe { libc::geteuid() };
-            if m.uid() != uid || !m.is_dir() {
-                Check::fail(
-                    "socket directory",
-                    format!("{} is not a directory owned by you", dir.display()),
-                    format!("remove {} and run again", dir.display()),
-                )
-            } else if m.mode() & 0o077 != 0 {
-                Check::fail(
-                    "socket directory",
-                    format!("{} has mode {:o}", dir.display(), m.mode() & 0o777),
-                    format!("chmod 700 {}", dir.display()),
-                )
-            } else {
-                Check::pass(
-                    "socket directory",
-                    format!("{} (0700, yours)", dir.display()),
-                )
-            }
-        }
+        Ok(Err(NotPrivate::NotOurs)) => Check::fail(
+            "socket directory",
+            format!("{} is not a directory owned by you", dir.display()),
+            format!("remove {} and run again", dir.display()),
+        ),
+        Ok(Err(NotPrivate::OpenToOthers(mode))) => Check::fail(
+            "socket directory",
+            format!("{} has mode {mode:o}", dir.display()),
+            format!("chmod 700 {}", dir.display()),
+        ),
+        Ok(Ok(())) => Check::pass(
+            "socket directory",
+            format!("{} (0700, yours)", dir.display()),
+        ),
     }
 }

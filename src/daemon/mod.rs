@@ -21,7 +21,7 @@ use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -94,23 +94,19 @@ pub fn private_runtime_dir(dir: &Path) -> Result<(), DaemonError> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(setup("cannot create", e)),
     }
-    let meta = fs::symlink_metadata(dir).map_err(|e| setup("cannot inspect", e))?;
-    let uid = unsafe { libc::geteuid() };
-    if !meta.is_dir() || meta.uid() != uid {
-        return Err(DaemonError::Setup(format!(
-            "{} is not a directory owned by you (uid {uid}); remove it and try again",
-            dir.display()
-        )));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(DaemonError::Setup(format!(
-            "{} is accessible to other users (mode {:o}); run: chmod 700 {}",
+    match paths::check_private_dir(dir).map_err(|e| setup("cannot inspect", e))? {
+        Ok(()) => Ok(()),
+        Err(paths::NotPrivate::NotOurs) => Err(DaemonError::Setup(format!(
+            "{} is not a directory owned by you (uid {}); remove it and try again",
             dir.display(),
-            meta.mode() & 0o777,
+            unsafe { libc::geteuid() }
+        ))),
+        Err(paths::NotPrivate::OpenToOthers(mode)) => Err(DaemonError::Setup(format!(
+            "{} is accessible to other users (mode {mode:o}); run: chmod 700 {}",
+            dir.display(),
             dir.display()
-        )));
+        ))),
     }
-    Ok(())
 }
 
 /// Takes the pid-file lock; `None` when another daemon holds it.
