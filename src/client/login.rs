@@ -65,6 +65,23 @@ pub(super) fn browser_command() -> Option<String> {
     (display && on_path("xdg-open")).then(|| "xdg-open".into())
 }
 
+/// Opens `url` with `opener` (from [`browser_command`]), detached; when it cannot run, says so
+/// (the address is already on the terminal).
+fn open_in_browser(opener: &str, url: &str, err: &mut impl Write) {
+    let opened = Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if let Err(e) = opened {
+        let _ = writeln!(
+            err,
+            "{NAME}: could not run {opener}: {e}; open the address above yourself"
+        );
+    }
+}
+
 /// Runs a sign-in through the daemon, talking to the person on `err`.
 pub fn sign_in(
     target: &Target,
@@ -122,18 +139,7 @@ pub fn sign_in(
                 "Opening a browser to connect Azure DevOps organization '{}'. If it does not open, visit:\n  {url}",
                 target.org
             );
-            let opened = Command::new(&opener)
-                .arg(&url)
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn();
-            if let Err(e) = opened {
-                let _ = writeln!(
-                    err,
-                    "{NAME}: could not run {opener}: {e}; open the address above yourself"
-                );
-            }
+            open_in_browser(&opener, &url, err);
             (flow, expires_in, "Waiting for the browser sign-in…")
         }
         Ok(Response::Error { message, .. }) => {
@@ -309,12 +315,7 @@ pub fn app_sign_in(
         target.org, args.app_id
     );
     if let Some(opener) = browser_command() {
-        let _ = Command::new(&opener)
-            .arg(&url)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn();
+        open_in_browser(&opener, &url, err);
     }
     if listening {
         if let Some(cert) = certificate {
