@@ -5,21 +5,33 @@
 
 use std::net::IpAddr;
 
+/// An address the daemon will not send a secret to. `what` names the setting; `shown` is the
+/// URL without user information, path or query.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndpointError {
+    #[error("{what} must be an https URL, not {shown}; nothing was sent there")]
+    NotHttps { what: String, shown: String },
+    #[error(
+        "{what} must be an https URL (or http on this machine's loopback, or IMDS's 169.254.169.254), not {shown}; nothing was sent there"
+    )]
+    NotHttpsOrLocal { what: String, shown: String },
+}
+
 /// `url` is an `https` URL with a host. `what` names it in the error, which says that nothing
 /// was sent.
-pub fn require_https(what: &str, url: &str) -> Result<(), String> {
+pub fn require_https(what: &str, url: &str) -> Result<(), EndpointError> {
     match url::Url::parse(url) {
         Ok(u) if u.scheme() == "https" && u.host().is_some() => Ok(()),
-        _ => Err(format!(
-            "{what} must be an https URL, not {}; nothing was sent there",
-            shown(url)
-        )),
+        _ => Err(EndpointError::NotHttps {
+            what: what.to_string(),
+            shown: shown(url),
+        }),
     }
 }
 
 /// As [`require_https`], or `http` to this machine's loopback or to IMDS's address: where
 /// Azure's managed-identity endpoints live.
-pub fn require_https_or_local(what: &str, url: &str) -> Result<(), String> {
+pub fn require_https_or_local(what: &str, url: &str) -> Result<(), EndpointError> {
     let local = url::Url::parse(url).ok().is_some_and(|u| {
         u.scheme() == "http"
             && match u.host() {
@@ -33,11 +45,9 @@ pub fn require_https_or_local(what: &str, url: &str) -> Result<(), String> {
     });
     match local {
         true => Ok(()),
-        false => require_https(what, url).map_err(|_| {
-            format!(
-                "{what} must be an https URL (or http on this machine's loopback, or IMDS's 169.254.169.254), not {}; nothing was sent there",
-                shown(url)
-            )
+        false => require_https(what, url).map_err(|_| EndpointError::NotHttpsOrLocal {
+            what: what.to_string(),
+            shown: shown(url),
         }),
     }
 }
@@ -93,7 +103,8 @@ mod tests {
             "SYSTEM_OIDCREQUESTURI",
             "http://u:p@evil.example:8/s?t=SECRET",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("http://evil.example:8") && !e.contains("SECRET") && !e.contains("u:p"),
             "{e}"

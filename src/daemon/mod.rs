@@ -182,7 +182,7 @@ pub async fn run(
         "the authority (authority_host, or AZURE_AUTHORITY_HOST)",
         &config.authority(),
     )
-    .map_err(DaemonError::Setup)?;
+    .map_err(|e| DaemonError::Setup(e.to_string()))?;
     let dir = paths::runtime_dir();
     private_runtime_dir(&dir)?;
     let Some(mut pid_file) = lock_pid_file(&paths::pid_path())? else {

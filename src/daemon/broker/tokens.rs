@@ -275,7 +275,7 @@ impl Broker {
                 "the legacy OAuth service this app was connected through",
                 &app.authority,
             ) {
-                Err(e) => Err(EntraError::SignInRequired(e)),
+                Err(e) => Err(EntraError::SignInRequired(e.to_string())),
                 Ok(()) => match self.app_of(slot, app).await {
                     Ok(a) => {
                         Vssps::new(self.http.clone(), &app.authority)
@@ -289,7 +289,7 @@ impl Broker {
                 "the authority this account signed in at",
                 &at.authority,
             ) {
-                Err(e) => Err(EntraError::SignInRequired(e)),
+                Err(e) => Err(EntraError::SignInRequired(e.to_string())),
                 Ok(()) => {
                     Entra::new(self.http.clone(), &at.authority, &at.client_id)
                         .refresh(&slot.tenant, &refresh_token, claims.as_deref())

@@ -110,7 +110,7 @@ impl MachineIdentity {
     }
 
     /// The addresses this identity sends a secret to are allowed.
-    fn check_endpoints(&self) -> Result<(), String> {
+    fn check_endpoints(&self) -> Result<(), endpoint::EndpointError> {
         match self {
             MachineIdentity::ManagedIdentity { endpoint, .. } => {
                 for (var, url) in [
