@@ -15,6 +15,7 @@ pub const STORE_WRITE: &str = "store-write";
 
 /// Created in the socket directory, it lets a held daemon go on (a test that checks what the
 /// daemon answers while it is held there, rather than killing it).
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 pub const RELEASE_FILE: &str = "crash-point-release";
 
 /// Marks `step`; see the module documentation.
