@@ -402,8 +402,9 @@ impl Broker {
         }
     }
 
-    /// Retires accounts and removes their refresh tokens from the store.
-    async fn forget_accounts(&self, ids: Vec<String>) -> Result<(), String> {
+    /// Retires accounts and removes their refresh tokens from the store; `Err` holds each
+    /// removal that failed.
+    async fn forget_accounts(&self, ids: Vec<String>) -> Result<(), Vec<super::store::StoreError>> {
         let mut failed = Vec::new();
         for id in ids {
             self.retire_slot(&id).await;
@@ -414,13 +415,12 @@ impl Broker {
             };
             if let Err(e) = self.store.call(STORE_LIMIT, forget).await {
                 tracing::error!(account = %id, error = %e, "could not remove a refresh token");
-                failed.push(e.to_string());
+                failed.push(e);
             }
         }
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(failed.join("; "))
+        match failed.is_empty() {
+            true => Ok(()),
+            false => Err(failed),
         }
     }
 
@@ -459,12 +459,16 @@ impl Broker {
         drop(records);
         match self.forget_accounts(unused).await {
             Ok(()) => Response::Done,
-            Err(e) => err(
-                ErrorKind::Internal,
-                format!("disconnected, but could not remove the refresh token: {e}"),
-            ),
+            Err(failed) => {
+                let why: Vec<String> = failed.iter().map(ToString::to_string).collect();
+                err(
+                    ErrorKind::Internal,
+                    format!(
+                        "disconnected, but could not remove the refresh token: {}",
+                        why.join("; ")
+                    ),
+                )
+            }
         }
     }
 }
-
-impl Broker {}
