@@ -8,7 +8,7 @@ use common::requires::{Piece, require};
 
 use base64::Engine;
 use common::MockEntra;
-use common::harness::{World, doctor_check, ok, text, token};
+use common::harness::{World, doctor_check, ok, text};
 use common::imds::{IdentityRef, MockImds};
 use common::oidc::{federated_jwt, oidc_provider};
 
@@ -22,19 +22,6 @@ fn clone_ok(w: &World) {
         "clone with a machine identity",
     );
     assert_eq!(w.entra.stats().devicecode_requests, 0, "no sign-in");
-}
-
-/// Has Azure DevOps refuse the current token and git report it, so the next `get` needs a
-/// new one. (The daemon drops a token git reports only when Azure DevOps refuses it.)
-fn erase_current(w: &World) {
-    let input = format!(
-        "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={}\n",
-        w.ado.host(),
-        token(&w.get("contoso", true)).unwrap()
-    );
-    w.ado.reject_all(true);
-    ok(w, &w.client(&["erase"], &input), "erase");
-    w.ado.reject_all(false);
 }
 
 /// The one line git shows when the identity cannot work.
@@ -101,7 +88,7 @@ fn workload_identity_re_reads_its_token_file() {
     clone_ok(&w);
     // The file is re-read at each exchange: a token with the wrong subject now fails.
     write_token("system:serviceaccount:other:agent");
-    erase_current(&w);
+    w.erase_current();
     let err = failure(&w);
     assert!(err.contains("AADSTS700213"), "{err}");
 }
@@ -386,7 +373,7 @@ fn service_principal_with_a_certificate() {
         (p, c.1, c.2)
     };
     std::fs::copy(&other, &pem).unwrap();
-    erase_current(&w);
+    w.erase_current();
     let err = failure(&w);
     assert!(err.contains("AADSTS700027"), "{err}");
 }

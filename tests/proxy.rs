@@ -93,19 +93,6 @@ fn step(
     (before, after)
 }
 
-/// Has Azure DevOps refuse the current token and git report it: the daemon asks Azure DevOps
-/// whether it takes the token, and drops it, so the next `get` redeems the refresh token.
-fn erase_current(w: &World) {
-    let input = format!(
-        "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={}\n",
-        w.ado.host(),
-        token(&w.get("contoso", true)).unwrap()
-    );
-    w.ado.reject_all(true);
-    ok(w, &w.client(&["erase"], &input), "erase");
-    w.ado.reject_all(false);
-}
-
 #[test]
 fn the_configured_proxy_carries_every_entra_and_azure_devops_call() {
     let w = World::new();
@@ -127,7 +114,7 @@ fn the_configured_proxy_carries_every_entra_and_azure_devops_call() {
         assert!(token(&w.get("contoso", true)).is_some(), "{}", w.log());
     });
     // git reports the token refused: the daemon's check at Azure DevOps goes through the proxy.
-    let (before, after) = step(&w, &proxy, "erase", true, || erase_current(&w));
+    let (before, after) = step(&w, &proxy, "erase", true, || w.erase_current());
     assert!(after.ado_requests > before.ado_requests, "{after:?}");
     // The next get redeems the refresh token at Entra, through the proxy.
     let refreshed = w.entra.stats().refresh_ok;

@@ -80,16 +80,15 @@ pub(super) fn get(
         git: authtype.then(GitInstall::of_caller).flatten(),
     };
     let mut resp = call(&req, GET_DEADLINE);
+    // No account yet, and a person at the terminal: sign in, then ask again. Otherwise the
+    // refusal is explained below like any other.
     if let Ok(Response::Error {
         error: ErrorKind::NeedsLogin,
         message,
         ..
     }) = &resp
+        && interactive()
     {
-        if !interactive() {
-            let _ = writeln!(err, "{NAME}: {}", explain(resp.as_ref().unwrap(), target));
-            return ExitCode::SUCCESS;
-        }
         let _ = writeln!(err, "{NAME}: {message}; signing in now.");
         if let Err(code) = sign_in(target, None, cred.wwwauth.clone(), Method::Auto, None, err) {
             return code;
@@ -108,8 +107,14 @@ pub(super) fn get(
                 ExitCode::FAILURE
             }
         },
-        Ok(e @ Response::Error { .. }) => {
-            let _ = writeln!(err, "{NAME}: {}", explain(&e, target));
+        Ok(Response::Error {
+            error,
+            message,
+            retry_in,
+            fix,
+        }) => {
+            let line = explain(error, &message, retry_in, fix.as_deref(), target);
+            let _ = writeln!(err, "{NAME}: {line}");
             ExitCode::SUCCESS
         }
         Ok(other) => {
@@ -129,16 +134,13 @@ pub(super) fn get(
 
 /// The line a refused `get` prints: the daemon's message, then what happens next or what to
 /// do, decided from the error's kind, `retry_in` and `fix` (never from the message's words).
-pub(super) fn explain(resp: &Response, target: &Target) -> String {
-    let Response::Error {
-        error,
-        message,
-        retry_in,
-        fix,
-    } = resp
-    else {
-        return String::new();
-    };
+pub(super) fn explain(
+    error: ErrorKind,
+    message: &str,
+    retry_in: Option<u64>,
+    fix: Option<&str>,
+    target: &Target,
+) -> String {
     let then = match (error, retry_in, fix) {
         (_, _, Some(fix)) => format!(". {fix}"),
         (_, Some(secs), None) => format!("; the daemon tries again by itself in {secs} s"),
@@ -148,7 +150,7 @@ pub(super) fn explain(resp: &Response, target: &Target) -> String {
         (ErrorKind::Unavailable, None, None) => {
             ". Cached tokens are used while they last; try again shortly".into()
         }
-        _ => return message.clone(),
+        _ => return message.to_string(),
     };
     // Entra's sentences end with a full stop; what follows brings its own.
     format!("{}{then}", message.trim_end_matches('.'))
@@ -190,13 +192,7 @@ mod tests {
             org: "contoso".into(),
             host: "dev.azure.com".into(),
         };
-        let resp = Response::Error {
-            error,
-            message: message.into(),
-            retry_in,
-            fix: fix.map(Into::into),
-        };
-        explain(&resp, &target)
+        explain(error, message, retry_in, fix, &target)
     }
 
     /// What follows the daemon's message comes from the error's fields: the same message

@@ -195,17 +195,17 @@ mod tests {
         let path = dir.join("git");
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        for _ in 0..500 {
-            match std::process::Command::new(&path).env("READY", "1").status() {
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
-                    std::thread::sleep(std::time::Duration::from_millis(2))
-                }
-                other => {
-                    assert!(other.unwrap().success());
-                    break;
-                }
-            }
-        }
+        let ran =
+            (0..500).any(
+                |_| match std::process::Command::new(&path).env("READY", "1").status() {
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                        false
+                    }
+                    other => other.unwrap().success(),
+                },
+            );
+        assert!(ran, "the fake git at {} never ran", path.display());
         GitInstall::at(dir.to_str().unwrap()).unwrap()
     }
 

@@ -946,7 +946,7 @@ impl State {
         self.stats.device_code_poll_times.push(now);
         let early = dc
             .last_poll
-            .is_some_and(|last| now < last + dc.interval - Duration::from_millis(50));
+            .is_some_and(|last| now < last + dc.interval.saturating_sub(Duration::from_millis(50)));
         dc.last_poll = Some(now);
         if early || self.cfg.slow_down_polls > 0 {
             self.cfg.slow_down_polls = self.cfg.slow_down_polls.saturating_sub(1);
@@ -958,7 +958,7 @@ impl State {
                 "OAuth 2.0 device flow error. Polling too frequently: add 5 seconds to the interval.",
             );
         }
-        if Instant::now() >= dc.expires_at {
+        if now >= dc.expires_at {
             return aad("expired_token", 70019, "");
         }
         match dc.approval {

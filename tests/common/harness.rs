@@ -397,6 +397,20 @@ impl World {
         run_with_input(c.arg("get"), input.as_bytes())
     }
 
+    /// Has Azure DevOps refuse the current token of `contoso` and git report it (`erase`): the
+    /// daemon asks Azure DevOps whether it takes the token and, refused, drops it, so the next
+    /// `get` needs a new one.
+    pub fn erase_current(&self) {
+        let input = format!(
+            "capability[]=authtype\nprotocol=https\nhost={}\npath=contoso/p/_git/r\nauthtype=Bearer\ncredential={}\n",
+            self.ado.host(),
+            token(&self.get("contoso", true)).unwrap()
+        );
+        self.ado.reject_all(true);
+        ok(self, &self.client(&["erase"], &input), "erase");
+        self.ado.reject_all(false);
+    }
+
     pub fn daemon_pid(&self) -> Option<i32> {
         let pid: i32 = std::fs::read_to_string(self.runtime_dir().join("daemon.pid"))
             .ok()?
