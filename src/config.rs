@@ -189,14 +189,12 @@ impl Config {
         self.client_id.as_deref().unwrap_or(DEFAULT_CLIENT_ID)
     }
 
-    /// `AZURE_AUTHORITY_HOST` (which a daemon started on demand forgets: see `launch`), else
-    /// the file's `authority_host`, else the public cloud. People's sign-ins are recorded with
-    /// it and always refreshed there.
+    /// `authority_host` (the daemon's settings put `AZURE_AUTHORITY_HOST` there, which a daemon
+    /// started on demand forgets: see `launch`), else the public cloud. People's sign-ins are
+    /// recorded with it and always refreshed there.
     pub fn authority(&self) -> String {
-        std::env::var("AZURE_AUTHORITY_HOST")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| self.authority_host.clone())
+        self.authority_host
+            .clone()
             .unwrap_or_else(|| DEFAULT_AUTHORITY.to_string())
             .trim_end_matches('/')
             .to_string()

@@ -5,13 +5,15 @@
 //! drawn per token as Entra does.
 //!
 //! ```sh
-//! cargo test --test fleet -- --ignored --nocapture      # a debug build: see below
+//! cargo test --release --test fleet -- --ignored --nocapture
 //! ```
 //!
 //! Settings (environment): FLEET_AGENTS (200), FLEET_SCALE (240: a day in 6 minutes),
 //! FLEET_HOURS (24), FLEET_CLONES_PER_HOUR per agent (6), FLEET_COMPARE_HOURS (3, for the
-//! jitter comparison). The daemon honours the time scale (`GIT_CREDENTIAL_AZDO_SIMULATE`) in
-//! debug builds only, so this runs against the debug daemon.
+//! jitter comparison). The agents' daemons run in this process through `daemon::run`, each on
+//! its own socket, all on one `Clock::fast(SCALE)`: the daemon's schedule runs SCALE times
+//! faster, tokens live their real 60–90 minutes of the clock's time. (Entra's `exp` claims are
+//! set a few days ahead: they would otherwise read in real time, behind the fast clock.)
 //!
 //! It prints, beside a fetch-a-token-per-clone approach (one Entra request per clone):
 //! Entra requests per agent per token lifetime, the peak rate the fleet puts on Entra, and the
@@ -22,14 +24,17 @@ mod common;
 
 use common::MockEntra;
 use common::harness::World;
+use git_credential_azdo::config::Config;
+use git_credential_azdo::daemon::{self, Settings, Stores, clock::Clock};
 use git_credential_azdo::daemon_protocol::{self, Request, RequestEnvelope, Response};
 use git_credential_azdo::secret::Secret;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
 
 /// Agent `i`'s service principal: one app per agent, so that Entra's log tells them apart.
 fn app(i: usize) -> String {
@@ -44,61 +49,90 @@ fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// One build agent: a daemon of its own.
+/// One build agent: a daemon of its own, on the fleet's runtime.
 struct Agent {
-    home: PathBuf,
-    daemon: Child,
+    socket: PathBuf,
 }
 
-impl Agent {
-    fn socket(&self) -> PathBuf {
-        self.home.join("run/git-credential-azdo/daemon.sock")
-    }
+/// Counts the daemons' "get waits for a refresh" events (every agent logs into this process).
+static WAITS: AtomicUsize = AtomicUsize::new(0);
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.home.join("daemon.log")).unwrap_or_default()
+struct CountWaits;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWaits {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Message(bool);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" && format!("{v:?}").contains("get waits for a refresh") {
+                    self.0 = true;
+                }
+            }
+        }
+        let mut m = Message(false);
+        event.record(&mut m);
+        if m.0 {
+            WAITS.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-    }
+fn count_waits() {
+    use tracing_subscriber::layer::SubscriberExt;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let subscriber = tracing_subscriber::registry()
+            .with(CountWaits)
+            .with(tracing_subscriber::filter::LevelFilter::INFO);
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
 }
 
-fn start_agent(w: &World, dir: &Path, i: usize, simulate: &str) -> Agent {
+fn start_agent(
+    w: &World,
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    i: usize,
+    clock: &Clock,
+    shutdown: &CancellationToken,
+) -> Agent {
     let home = dir.join(format!("agent-{i}"));
-    for d in ["run", "config", "data", "state"] {
+    for d in ["run", "data"] {
         std::fs::create_dir_all(home.join(d)).unwrap();
     }
-    let config = home.join("config/config.toml");
+    // The world's configuration (the mocks' authority, CA and dead proxy) with a memory store
+    // and a service principal for every organization.
+    let world = std::fs::read_to_string(w.config_path()).unwrap();
+    let world: String = world
+        .lines()
+        .filter(|l| !l.starts_with("store") && !l.starts_with("hosts"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = home.join("config.toml");
     std::fs::write(
         &config,
-        "store = \"memory\"\nidentity = \"ci\"\n[identities.ci]\nkind = \"service-principal\"\n",
+        format!(
+            "store = \"memory\"\nidentity = \"ci\"\n{world}[identities.ci]\nkind = \"service-principal\"\n"
+        ),
     )
     .unwrap();
-    let log = std::fs::File::create(home.join("daemon.log")).unwrap();
-    let mut c = w.command(env!("CARGO_BIN_EXE_git-credential-azdo-daemon"));
-    // Started as a service: its environment (the mocks' authority and CA) is honoured.
-    c.arg("--service")
-        .env("HOME", &home)
-        .env("XDG_RUNTIME_DIR", home.join("run"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_STATE_HOME", home.join("state"))
-        .env("GIT_CREDENTIAL_AZDO_CONFIG", &config)
-        .env("GIT_CREDENTIAL_AZDO_LOG", "info")
-        .env("GIT_CREDENTIAL_AZDO_SIMULATE", simulate)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    let mut daemon = c.spawn().expect("daemon");
-    let mut line = String::new();
-    BufReader::new(daemon.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("ready"), "agent {i}: {line}");
-    Agent { home, daemon }
+    let settings = Settings {
+        config: Config::load(&config).unwrap(),
+        service_identity: Default::default(),
+    };
+    let socket = home.join("run/daemon.sock");
+    let (clock, shutdown, data) = (clock.clone(), shutdown.clone(), home.join("data"));
+    let listener = {
+        let _rt = rt.enter();
+        daemon::bind(&socket).unwrap()
+    };
+    rt.spawn(async move {
+        let stores = Stores::open(&settings.config, data).await.unwrap();
+        daemon::run(listener, stores, settings, clock, shutdown)
+            .await
+            .unwrap();
+    });
+    Agent { socket }
 }
 
 /// The request a clone's `get` makes, with the agent's service-principal variables.
@@ -164,9 +198,8 @@ struct Outcome {
     failed_clones: usize,
     /// Clones that waited on a refresh, each agent's first (no token yet) included.
     waited: usize,
-    /// Each token request: simulated seconds from the start, and the token's lifetime as the
-    /// daemon sees it (Entra's `exp` is whole seconds: the nominal lifetime less the fraction
-    /// of a second at which it was issued), in simulated seconds.
+    /// Each token request: simulated seconds from the start, and the token's lifetime
+    /// (`expires_in`, which the daemon goes by here), in simulated seconds.
     requests: Vec<(f64, f64)>,
     /// For each agent's consecutive token requests: the first token's lifetime divided by the
     /// time until the next request, i.e. requests per token lifetime in steady state.
@@ -187,21 +220,27 @@ fn run_fleet(
     for i in 0..agents {
         w.entra.add_app(&app(i), Some(SECRET));
     }
-    let s = |min: u64| Duration::from_secs(min * 60 / scale);
+    let s = |min: u64| Duration::from_secs(min * 60);
     w.entra
         .set_token_lifetime_range(s(lifetimes_min.0), s(lifetimes_min.1));
-    let simulate = format!("scale={scale}{}", if jitter { "" } else { ",jitter=off" });
+    // `exp` beyond what the fast clock reaches: the daemon goes by `expires_in`.
+    w.entra.set_claims_clock_offset(3 * 86_400);
+    count_waits();
+    WAITS.store(0, Ordering::Relaxed);
+    let clock = match jitter {
+        true => Clock::fast(scale as u32),
+        false => Clock::fast(scale as u32).with_fixed_jitter(0.5),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let shutdown = CancellationToken::new();
     let dir = w.path("fleet");
     // Started together, as a scale set or a node pool coming up.
-    let fleet: Vec<Agent> = std::thread::scope(|sc| {
-        let hs: Vec<_> = (0..agents)
-            .map(|i| {
-                let (w, dir, simulate) = (&w, &dir, &simulate);
-                sc.spawn(move || start_agent(w, dir, i, simulate))
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let fleet: Vec<Agent> = (0..agents)
+        .map(|i| start_agent(&w, &rt, &dir, i, &clock, &shutdown))
+        .collect();
     let day = Duration::from_secs_f64(hours * 3600.0 / scale as f64);
     // Mean real seconds between one agent's clones.
     let mean_gap = 3600.0 / clones_per_hour / scale as f64;
@@ -224,7 +263,7 @@ fn run_fleet(
                             std::thread::sleep(wait);
                         }
                         let t = start.elapsed().as_secs_f64();
-                        if !clone_get(&agent.socket(), &line) {
+                        if !clone_get(&agent.socket, &line) {
                             failed += 1;
                         }
                         times.push(t * scale as f64);
@@ -237,10 +276,9 @@ fn run_fleet(
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let wall = start.elapsed();
-    let waited = fleet
-        .iter()
-        .map(|a| a.log().matches("get waits for a refresh").count())
-        .sum();
+    let waited = WAITS.load(Ordering::Relaxed);
+    shutdown.cancel();
+    rt.shutdown_timeout(Duration::from_secs(10));
     let stats = w.entra.stats();
     let mut by_agent: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
     for r in &stats.token_requests {
@@ -248,15 +286,10 @@ fn run_fleet(
             continue;
         }
         let t = r.at.duration_since(started).unwrap().as_secs_f64() * scale as f64;
-        let fraction =
-            r.at.duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos();
-        let seen = r.lifetime_s as f64 - f64::from(fraction) / 1e9;
         by_agent
             .entry(r.client_id.as_str())
             .or_default()
-            .push((t, seen * scale as f64));
+            .push((t, r.lifetime_s as f64));
     }
     let mut per_lifetime = Vec::new();
     for reqs in by_agent.values_mut() {

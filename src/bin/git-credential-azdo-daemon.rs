@@ -3,9 +3,9 @@
 //! from `GIT_CREDENTIAL_AZDO_LOG` (default `info`).
 
 use anyhow::Context;
-use git_credential_azdo::{config::Config, daemon, launch};
+use git_credential_azdo::{daemon, launch};
 use std::process::ExitCode;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let service = match std::env::args().nth(1).as_deref() {
@@ -27,10 +27,6 @@ fn main() -> ExitCode {
             unsafe { std::env::remove_var(k) };
         }
     }
-    let service_identity = match service {
-        true => launch::identity_variables(),
-        false => Default::default(),
-    };
     harden();
     daemon::raise_fd_limit();
     tracing_subscriber::fmt()
@@ -41,7 +37,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    match run(service_identity) {
+    match run(service) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -51,27 +47,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(
-    service_identity: std::collections::BTreeMap<String, git_credential_azdo::secret::Secret>,
-) -> anyhow::Result<daemon::Exit> {
-    let config = Config::load_default()?;
+fn run(service: bool) -> anyhow::Result<daemon::Exit> {
+    let settings = daemon::Settings::from_environment(service)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let (tx, rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
+        let on_signal = shutdown.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
             let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-            let _ = tx.send(true);
+            on_signal.cancel();
         });
         // On a worker, not the main thread: connections are then accepted and spawned on the
         // thread that runs them, without waking another.
-        let server = tokio::spawn(daemon::run(config, service_identity, std::io::stdout(), rx));
+        let server = tokio::spawn(daemon::start(settings, std::io::stdout(), shutdown));
         Ok(server.await.context("the daemon's server task failed")??)
     })
 }

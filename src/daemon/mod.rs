@@ -4,6 +4,7 @@
 mod broker;
 mod challenge;
 mod claims;
+pub mod clock;
 mod crashpoint;
 mod discovery;
 mod endpoint;
@@ -17,14 +18,19 @@ pub mod store;
 
 use crate::config::Config;
 use crate::paths;
+use crate::secret::Secret;
+use clock::Clock;
+use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// Raises the soft limit on open files to the hard limit: each waiting client holds a
 /// connection, and a build farm's burst can exceed the usual soft limit of 1024.
@@ -167,22 +173,135 @@ fn http_client(config: &Config) -> Result<reqwest::Client, DaemonError> {
         .map_err(|e| DaemonError::Setup(format!("cannot set up HTTPS: {e}")))
 }
 
-/// Runs the daemon until `shutdown` turns true (or a client asks it to stop). `ready` gets
-/// one line once the socket accepts connections: `ready …`, or `busy …` when another daemon
-/// already runs.
-/// `service_identity`: the identity variables of a daemon run as a service, used for requests
-/// that carry none (empty when started on demand; see `launch`).
+/// The daemon's settings, read once by its binary (the one place that reads the environment
+/// for them): the configuration file, with `AZURE_AUTHORITY_HOST` over its `authority_host`,
+/// and the identity variables of a daemon run as a service, used for requests that carry none
+/// (empty when started on demand; see `launch`).
+#[derive(Clone, Default)]
+pub struct Settings {
+    pub config: Config,
+    pub service_identity: BTreeMap<String, Secret>,
+}
+
+impl Settings {
+    /// The default configuration file and this process's environment.
+    pub fn from_environment(service: bool) -> Result<Settings, DaemonError> {
+        let mut config = Config::load_default()?;
+        if let Some(host) = std::env::var("AZURE_AUTHORITY_HOST")
+            .ok()
+            .filter(|s| !s.is_empty())
+        {
+            config.authority_host = Some(host);
+        }
+        Ok(Settings {
+            config,
+            service_identity: match service {
+                true => crate::launch::identity_variables(),
+                false => BTreeMap::new(),
+            },
+        })
+    }
+}
+
+/// Where the daemon keeps what outlives a request: the secret store (refresh tokens, legacy
+/// apps' secrets) and the data directory (the account records).
+#[derive(Clone)]
+pub struct Stores {
+    pub secrets: Arc<dyn store::SecretStore>,
+    pub data_dir: PathBuf,
+}
+
+impl Stores {
+    /// The configured secret store (`store` in the configuration) and `data_dir`.
+    pub async fn open(config: &Config, data_dir: PathBuf) -> Result<Stores, DaemonError> {
+        let secrets = store::choose(config.store, &data_dir)
+            .await
+            .map_err(DaemonError::Store)?;
+        Ok(Stores { secrets, data_dir })
+    }
+}
+
+/// Listens on `path`, owner-only. The caller has made sure no other daemon uses it.
+pub fn bind(path: &Path) -> Result<Listener, DaemonError> {
+    let name = path
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| DaemonError::Setup(format!("bad socket path {}: {e}", path.display())))?;
+    ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .create_tokio()
+        .map_err(|e| DaemonError::Setup(format!("cannot listen on {}: {e}", path.display())))
+}
+
+/// The daemon's composition root: serves `listener` with tokens kept in `stores`, on `clock`'s
+/// time, until `shutdown` is cancelled (from outside, or by a client's `stop`). Reads no
+/// environment and no path of its own: tests run it in-process on a socket of theirs.
 pub async fn run(
-    config: Config,
-    service_identity: std::collections::BTreeMap<String, crate::secret::Secret>,
+    listener: Listener,
+    stores: Stores,
+    settings: Settings,
+    clock: Clock,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    Daemon::new(stores, settings, clock, shutdown)?
+        .serve(listener)
+        .await;
+    Ok(())
+}
+
+/// A daemon put together, not yet serving: everything that can fail at start-up has.
+pub struct Daemon {
+    broker: Arc<broker::Broker>,
+    gits: Arc<gits::Gits>,
+    shutdown: CancellationToken,
+}
+
+impl Daemon {
+    pub fn new(
+        stores: Stores,
+        settings: Settings,
+        clock: Clock,
+        shutdown: CancellationToken,
+    ) -> Result<Daemon, DaemonError> {
+        endpoint::require_https(
+            "the authority (authority_host, or AZURE_AUTHORITY_HOST)",
+            &settings.config.authority(),
+        )
+        .map_err(|e| DaemonError::Setup(e.to_string()))?;
+        let records =
+            store::Records::load_or_set_aside(&stores.data_dir).map_err(DaemonError::Records)?;
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            store = %stores.secrets.describe(),
+            accounts = records.accounts.len(),
+            "daemon started"
+        );
+        let http = http_client(&settings.config)?;
+        let gits = Arc::new(gits::Gits::new(settings.config.auth));
+        let broker = broker::Broker::new(settings, http, stores, records, clock, shutdown.clone());
+        Ok(Daemon {
+            broker,
+            gits,
+            shutdown,
+        })
+    }
+
+    /// Serves until shutdown.
+    pub async fn serve(self, listener: Listener) {
+        server::serve(listener, self.broker, self.gits, self.shutdown).await;
+        tracing::info!("daemon stopped");
+    }
+}
+
+/// Starts the user's daemon at the usual paths and runs it until `shutdown` is cancelled or a
+/// client asks it to stop: checks the socket directory, takes the pid-file lock, recovers a
+/// dead daemon's socket and temporaries, opens the stores. `ready` gets one line once the
+/// socket accepts connections: `ready …`, or `busy …` when another daemon already runs.
+pub async fn start(
+    settings: Settings,
     mut ready: impl Write,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> Result<Exit, DaemonError> {
-    endpoint::require_https(
-        "the authority (authority_host, or AZURE_AUTHORITY_HOST)",
-        &config.authority(),
-    )
-    .map_err(|e| DaemonError::Setup(e.to_string()))?;
     let dir = paths::runtime_dir();
     private_runtime_dir(&dir)?;
     let Some(mut pid_file) = lock_pid_file(&paths::pid_path())? else {
@@ -201,69 +320,34 @@ pub async fn run(
             )));
         }
     }
-    let name = socket
-        .as_path()
-        .to_fs_name::<GenericFilePath>()
-        .map_err(|e| DaemonError::Setup(format!("bad socket path {}: {e}", socket.display())))?;
-    let listener = ListenerOptions::new()
-        .name(name)
-        .mode(0o600)
-        .create_tokio()
-        .map_err(|e| DaemonError::Setup(format!("cannot listen on {}: {e}", socket.display())))?;
+    let listener = bind(&socket)?;
     pid_file.set_len(0).ok();
     let _ = writeln!(pid_file, "{}", std::process::id());
 
     let data_dir = paths::data_dir();
     // We hold the lock: a half-written store file beside the real one is a dead daemon's.
     store::remove_stale_temporaries(&data_dir);
-    let secret_store = store::choose(config.store, &data_dir)
-        .await
-        .map_err(DaemonError::Store)?;
-    let records = store::Records::load_or_set_aside(&data_dir).map_err(DaemonError::Records)?;
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        socket = %socket.display(),
-        store = %secret_store.describe(),
-        accounts = records.accounts.len(),
-        "daemon started"
-    );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut any_stop = stop_rx.clone();
-    let mut external = shutdown.clone();
-    let combined = {
-        let (tx, rx) = watch::channel(false);
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = any_stop.wait_for(|s| *s) => {}
-                _ = external.wait_for(|s| *s) => {}
-            }
-            let _ = tx.send(true);
-        });
-        rx
+    let stores = Stores::open(&settings.config, data_dir).await?;
+    let store_kind = stores.secrets.kind();
+    let daemon = Daemon::new(stores, settings, Clock::system(), shutdown);
+    let daemon = match daemon {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = fs::remove_file(&socket);
+            return Err(e);
+        }
     };
-    let http = http_client(&config)?;
-    let gits = std::sync::Arc::new(gits::Gits::new(config.auth));
-    let broker = broker::Broker::new(
-        config,
-        http,
-        store::StoreHandle::new(secret_store.clone()),
-        data_dir,
-        records,
-        service_identity,
-        combined.clone(),
-    );
+    tracing::info!(socket = %socket.display(), "listening");
     let _ = writeln!(
         ready,
-        "ready: pid {} store {}",
-        std::process::id(),
-        secret_store.kind()
+        "ready: pid {} store {store_kind}",
+        std::process::id()
     );
     let _ = ready.flush();
     drop(ready);
-    server::serve(listener, broker, gits, combined, stop_tx).await;
+    daemon.serve(listener).await;
     // Remove the socket before the lock goes, so the next daemon never sees ours.
     let _ = fs::remove_file(&socket);
     drop(pid_file);
-    tracing::info!("daemon stopped");
     Ok(Exit::Stopped)
 }

@@ -3,58 +3,15 @@
 //!
 //! A token is handed to git until the last fifth of its life (at most its last two minutes),
 //! so that git finishes its request before the token expires. It is renewed a little before
-//! that point: 2.5–5.5 % of its life earlier, the share drawn at random for every token. That keeps
+//! that point: 2.5–5.5 % of its life earlier, the share drawn at random for every token (`Clock::jitter`). That keeps
 //! a `get` from ever waiting on Entra ID, costs about 1.07 requests per token lifetime for
 //! Entra's 60–90 minute tokens, and spreads the renewals of agents that started together.
 
 use std::time::Duration;
 
-/// How the fleet simulation (tests/fleet.rs) runs the schedule. Debug builds only:
-/// `GIT_CREDENTIAL_AZDO_SIMULATE=scale=N` divides the schedule's fixed durations (the
-/// two-minute margin, the 5 s, the back-off, the refresher's longest sleep) by N, so that a
-/// token living 1/N as long as a real one is renewed as the real one would be; `,jitter=off`
-/// renews every token at the middle of the band. Release builds ignore the variable.
-#[derive(Clone, Copy)]
-struct Simulation {
-    scale: u64,
-    jitter: bool,
-}
-
-fn simulation() -> Simulation {
-    const REAL: Simulation = Simulation {
-        scale: 1,
-        jitter: true,
-    };
-    #[cfg(debug_assertions)]
-    {
-        static SIM: std::sync::OnceLock<Simulation> = std::sync::OnceLock::new();
-        *SIM.get_or_init(|| {
-            let Some(spec) = std::env::var_os("GIT_CREDENTIAL_AZDO_SIMULATE") else {
-                return REAL;
-            };
-            let mut sim = REAL;
-            for part in spec.to_string_lossy().split(',') {
-                match part.split_once('=') {
-                    Some(("scale", n)) => sim.scale = n.parse().unwrap_or(1).max(1),
-                    Some(("jitter", v)) => sim.jitter = v != "off",
-                    _ => {}
-                }
-            }
-            sim
-        })
-    }
-    #[cfg(not(debug_assertions))]
-    REAL
-}
-
-/// A fixed duration of the schedule, in the simulation's time.
-fn fixed(ms: u64) -> u64 {
-    ms / simulation().scale
-}
-
 /// Time before expiry from which a token is no longer handed to git.
 pub fn usable_margin_ms(lifetime_ms: u64) -> u64 {
-    (lifetime_ms / 5).min(fixed(120_000))
+    (lifetime_ms / 5).min(120_000)
 }
 
 /// When to renew a token obtained at `obtained_ms` that expires at `expires_ms`; `jitter` in
@@ -67,44 +24,24 @@ pub fn refresh_at_ms(obtained_ms: u64, expires_ms: u64, jitter: f64) -> u64 {
         .max(obtained_ms)
 }
 
-/// A fresh draw in `[0, 1)` for [`refresh_at_ms`]; not for anything secret.
-pub fn jitter() -> f64 {
-    if !simulation().jitter {
-        return 0.5;
-    }
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
 /// Life a token must have left to be served while its renewal fails: 5 s, or a tenth of its
 /// life if that is less.
 pub fn still_valid_ms(lifetime_ms: u64) -> u64 {
-    fixed(5_000).min(lifetime_ms / 10)
+    5_000.min(lifetime_ms / 10)
 }
 
 /// Wait before the next try after `failures` failures in a row: 2 s, doubling to a minute.
 pub fn backoff_ms(failures: u32) -> u64 {
-    fixed((1000u64 << failures.min(6)).min(60_000))
+    (1000u64 << failures.min(6)).min(60_000)
 }
 
 /// How long a machine identity's slot lives without a `get`: 30 minutes. Then it is dropped
 /// with its token and the job variables it came with, and never renewed in the background.
-pub fn machine_idle_ms() -> u64 {
-    fixed(30 * 60_000)
-}
+pub const MACHINE_IDLE_MS: u64 = 30 * 60_000;
 
 /// The longest the refresher sleeps, so that a laptop that was suspended (tokio's timers do
 /// not count suspended time) renews soon after it resumes.
-pub fn max_sleep() -> Duration {
-    Duration::from_millis(fixed(60_000))
-}
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -138,10 +75,6 @@ mod tests {
         let earliest = refresh_at_ms(0, life, 0.999);
         let latest = refresh_at_ms(0, life, 0.0);
         assert!(latest - earliest >= 2 * MIN, "{}", latest - earliest);
-        let draws: Vec<f64> = (0..1000).map(|_| jitter()).collect();
-        assert!(draws.iter().all(|j| (0.0..1.0).contains(j)));
-        let low = draws.iter().filter(|j| **j < 0.5).count();
-        assert!((400..600).contains(&low), "{low} of 1000 below one half");
     }
 
     #[test]

@@ -11,19 +11,18 @@ use interprocess::local_socket::traits::tokio::Listener as _;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// How long a client may take to send its request.
 pub const READ_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Serves until `shutdown` turns true. A request may also ask for shutdown through `stop`.
-/// On shutdown it stops accepting, then gives requests in progress a few seconds to finish.
+/// Serves until `shutdown` is cancelled: from outside (a signal), or by a request (`stop`, or a
+/// newer client). Then it stops accepting, and gives requests in progress a few seconds.
 pub async fn serve(
     listener: Listener,
     broker: Arc<Broker>,
     gits: Arc<Gits>,
-    mut shutdown: watch::Receiver<bool>,
-    stop: watch::Sender<bool>,
+    shutdown: CancellationToken,
 ) {
     let own_uid = unsafe { libc::geteuid() };
     // A tracker rather than a JoinSet: a finished request wakes nobody.
@@ -31,7 +30,7 @@ pub async fn serve(
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
-            _ = shutdown.wait_for(|s| *s) => break,
+            _ = shutdown.cancelled() => break,
         };
         let stream = match conn {
             Ok(s) => s,
@@ -48,7 +47,7 @@ pub async fn serve(
                 continue; // dropping the stream closes it
             }
         }
-        let (broker, gits, stop) = (broker.clone(), gits.clone(), stop.clone());
+        let (broker, gits, stop) = (broker.clone(), gits.clone(), shutdown.clone());
         tasks.spawn(async move {
             if let Err(e) = handle(stream, broker, gits, stop).await {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -76,7 +75,7 @@ async fn handle(
     stream: Stream,
     broker: Arc<Broker>,
     gits: Arc<Gits>,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
 ) -> Result<(), daemon_protocol::IpcError> {
     // Requests are a few hundred bytes: a small buffer keeps a thousand waiting clients cheap.
     let mut reader = BufReader::with_capacity(1024, stream);
@@ -123,7 +122,7 @@ async fn handle(
     let written = stream.write_all(&out).await;
     let _ = stream.flush().await;
     if then_stop {
-        let _ = stop.send(true);
+        stop.cancel();
     }
     written.map_err(Into::into)
 }

@@ -15,6 +15,7 @@ pub mod entra;
 pub mod gits;
 pub mod harness;
 pub mod imds;
+pub mod in_process;
 pub mod load;
 pub mod oidc;
 pub mod proxy;

@@ -63,7 +63,7 @@ impl Broker {
             held
         };
         let verdict = self.verdict(host, org, &held.token).await;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut st = slot.state.lock().unwrap();
         if verdict == Verdict::Accepted {
             tracing::info!(

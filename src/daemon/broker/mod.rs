@@ -18,6 +18,7 @@ use signin::*;
 use tokens::*;
 
 use super::claims::Claims;
+use super::clock::Clock;
 use super::crashpoint;
 use super::discovery;
 use super::endpoint;
@@ -40,6 +41,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 const STORE_LIMIT: Duration = Duration::from_secs(5);
 /// Longest a machine identity may take to produce a token (the client waits 45 s).
@@ -55,10 +57,6 @@ const MAX_MACHINE_ORGS: usize = 256;
 /// Machine-identity slots (one per identity and set of job variables) kept at once; past it the
 /// least recently used is dropped.
 const MAX_MACHINE_SLOTS: usize = 256;
-
-fn now_ms() -> u64 {
-    crate::clock::unix_ms()
-}
 
 fn err(error: ErrorKind, message: impl Into<String>) -> Response {
     Response::error(error, message)
@@ -111,8 +109,8 @@ struct Slot {
 }
 
 impl Slot {
-    fn touch(&self) {
-        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
+    fn touch(&self, now: u64) {
+        self.last_used_ms.store(now, Ordering::Relaxed);
     }
 
     fn is_machine(&self) -> bool {
@@ -145,19 +143,24 @@ pub struct Broker {
     slot_key: ring::hmac::Key,
     /// A service's own identity variables, for requests that bring none (see `launch`).
     service_identity: BTreeMap<String, Secret>,
-    shutdown: watch::Receiver<bool>,
+    clock: Clock,
+    shutdown: CancellationToken,
 }
 
 impl Broker {
     pub fn new(
-        config: Config,
+        settings: super::Settings,
         http: reqwest::Client,
-        store: StoreHandle,
-        data_dir: PathBuf,
+        stores: super::Stores,
         records: Records,
-        service_identity: BTreeMap<String, Secret>,
-        shutdown: watch::Receiver<bool>,
+        clock: Clock,
+        shutdown: CancellationToken,
     ) -> Arc<Broker> {
+        let super::Settings {
+            config,
+            service_identity,
+        } = settings;
+        let (store, data_dir) = (StoreHandle::new(stores.secrets), stores.data_dir);
         let entra = Entra::new(http.clone(), &config.authority(), config.client_id());
         let vssps = Vssps::new(http.clone(), &config.legacy_oauth_url());
         let index = records
@@ -192,6 +195,7 @@ impl Broker {
             )
             .expect("the operating system's random generator failed"),
             service_identity,
+            clock,
             shutdown,
         });
         // A slot for every account; each refresher fetches a token at once, so the first
@@ -232,7 +236,7 @@ impl Broker {
             state: Mutex::new(state),
             refresh_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
-            last_used_ms: AtomicU64::new(now_ms()),
+            last_used_ms: AtomicU64::new(self.clock.now_ms()),
         });
         if let Some(old) = self
             .slots
@@ -299,7 +303,7 @@ impl Broker {
         let name = self.config.identity_for(org)?.to_string();
         let slot = self.identity_slot(&name, org, env);
         if let Ok(s) = &slot {
-            s.touch();
+            s.touch(self.clock.now_ms());
             self.machine_orgs
                 .lock()
                 .unwrap()

@@ -181,7 +181,7 @@ impl Broker {
                     what,
                     format!(
                         "gives Azure DevOps tokens (this one expires in {} minutes)",
-                        t.expires_ms.saturating_sub(now_ms()) / 60_000
+                        t.expires_ms.saturating_sub(self.clock.now_ms()) / 60_000
                     ),
                 ),
                 Err(message) => Check::fail(

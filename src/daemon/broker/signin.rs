@@ -564,7 +564,7 @@ impl Broker {
                 upn: view.upn.clone(),
                 oid: view.oid.clone(),
                 identity: if app.is_some() { "legacy-app" } else { "user" }.into(),
-                connected_at: now_ms() / 1000,
+                connected_at: self.clock.now_ms() / 1000,
                 connected_by: view.upn.clone().or(view.name.clone()),
                 app: app.as_ref().map(|(r, _)| r.clone()),
             },
@@ -581,9 +581,14 @@ impl Broker {
         next.save(&self.data_dir)
             .map_err(|e| internal("the account record", &e))?;
         *records = next;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let state = SlotState {
-            token: Some(CachedToken::new(set.access, set.expires_in, now)),
+            token: Some(CachedToken::new(
+                set.access,
+                set.expires_in,
+                now,
+                self.clock.jitter(),
+            )),
             refresh_token: Some(rt),
             last_refresh_ms: Some(now),
             last_outcome: Some("ok (signed in)".into()),

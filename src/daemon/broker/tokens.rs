@@ -9,10 +9,10 @@ pub(super) const STALE_WAIT: Duration = Duration::from_secs(2);
 
 /// The cached token if it has enough life left to serve while its refresh fails
 /// ([`schedule::still_valid_ms`]).
-pub(super) fn still_valid(st: &SlotState) -> Option<CachedToken> {
+pub(super) fn still_valid(st: &SlotState, now: u64) -> Option<CachedToken> {
     st.token
         .as_ref()
-        .filter(|t| t.expires_ms > now_ms() + schedule::still_valid_ms(t.lifetime_ms()))
+        .filter(|t| t.expires_ms > now + schedule::still_valid_ms(t.lifetime_ms()))
         .cloned()
 }
 
@@ -47,7 +47,8 @@ impl CachedToken {
     /// Expiry from `expires_in` against the local receive time. The token's own `exp` claim
     /// only shortens it, and only while it is still ahead of our clock: a clock ahead of
     /// Entra's by more than the token's life sees every `exp` in the past.
-    pub(super) fn new(token: Secret, expires_in: Duration, now: u64) -> CachedToken {
+    /// `jitter` in `[0, 1)` places its renewal in the band ([`schedule::refresh_at_ms`]).
+    pub(super) fn new(token: Secret, expires_in: Duration, now: u64, jitter: f64) -> CachedToken {
         let by_lifetime = now + expires_in.as_millis() as u64;
         let expires_ms = match Claims::of(token.expose())
             .exp
@@ -60,7 +61,7 @@ impl CachedToken {
             token,
             obtained_ms: now,
             expires_ms,
-            refresh_at_ms: schedule::refresh_at_ms(now, expires_ms, schedule::jitter()),
+            refresh_at_ms: schedule::refresh_at_ms(now, expires_ms, jitter),
         }
     }
 
@@ -152,36 +153,34 @@ impl Broker {
     /// Keeps one account's token fresh: refresh on its schedule (`schedule.rs`), retry failures
     /// with back-off while the old token is still valid.
     pub(super) async fn refresher(self: Arc<Self>, slot: Arc<Slot>) {
-        let mut shutdown = self.shutdown.clone();
         loop {
+            let now = self.clock.now_ms();
             // A machine identity nobody asked for lately is dropped, never renewed: its job
-            // (and its variables) may be long gone.
+            // (and its variables) may be long gone. Checked before any renewal, so that waking
+            // late (a suspended machine, a clock moved on) never renews a slot that went idle.
             let idle_until = slot
                 .is_machine()
-                .then(|| slot.last_used_ms.load(Ordering::Relaxed) + schedule::machine_idle_ms());
-            if idle_until.is_some_and(|t| t <= now_ms()) {
+                .then(|| slot.last_used_ms.load(Ordering::Relaxed) + schedule::MACHINE_IDLE_MS);
+            if idle_until.is_some_and(|t| t <= now) {
                 self.drop_machine_slot(&slot, "idle");
                 return;
             }
             let due = slot.state.lock().unwrap().due();
-            let wake_at = match (due, idle_until) {
-                (Some(d), Some(i)) => Some(d.min(i)),
-                (d, i) => d.or(i),
-            };
-            let sleep = match wake_at {
-                Some(d) => {
-                    Duration::from_millis(d.saturating_sub(now_ms())).min(schedule::max_sleep())
+            if due.is_some_and(|d| d <= now) {
+                let _ = self.refresh(&slot, true).await;
+            } else {
+                let wake_at = match (due, idle_until) {
+                    (Some(d), Some(i)) => Some(d.min(i)),
+                    (d, i) => d.or(i),
+                };
+                let sleep = wake_at.map_or(schedule::MAX_SLEEP, |at| {
+                    Duration::from_millis(at - now).min(schedule::MAX_SLEEP)
+                });
+                tokio::select! {
+                    _ = self.clock.sleep(sleep) => {}
+                    _ = slot.wake.notified() => {}
+                    _ = self.shutdown.cancelled() => return,
                 }
-                None => schedule::max_sleep(),
-            };
-            tokio::select! {
-                _ = tokio::time::sleep(sleep) => {
-                    if due.is_some_and(|d| d <= now_ms()) {
-                        let _ = self.refresh(&slot, true).await;
-                    }
-                }
-                _ = slot.wake.notified() => {}
-                _ = shutdown.changed() => return,
             }
             if !self.is_current(&slot) {
                 return; // logged out, or replaced by a new sign-in
@@ -196,9 +195,9 @@ impl Broker {
         slot: &Arc<Slot>,
         background: bool,
     ) -> Result<CachedToken, Response> {
-        let asked = now_ms();
+        let asked = self.clock.now_ms();
         let _flight = slot.refresh_lock.lock().await;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let refresh_token = {
             let st = slot.state.lock().unwrap();
             // Renewed meanwhile by the caller whose flight this one waited for?
@@ -309,7 +308,7 @@ impl Broker {
                 st.needs_login = Some(m.clone());
                 st.last_outcome = Some(format!("failed: {m}"));
                 st.last_error = Some((ErrorKind::NeedsLogin, m.clone()));
-                st.last_refresh_ms = Some(now_ms());
+                st.last_refresh_ms = Some(self.clock.now_ms());
                 Err(err(ErrorKind::NeedsLogin, m))
             }
             // A legacy app's client secret refused: signing in again with the same secret
@@ -364,8 +363,8 @@ impl Broker {
         st.failures += 1;
         let backoff = schedule::backoff_ms(st.failures);
         let asked = e.retry_after().map_or(0, |d| d.as_millis() as u64);
-        st.retry_at_ms = now_ms() + backoff.max(asked);
-        st.last_refresh_ms = Some(now_ms());
+        st.retry_at_ms = self.clock.now_ms() + backoff.max(asked);
+        st.last_refresh_ms = Some(self.clock.now_ms());
         st.last_outcome = Some(format!("failed: {message}"));
         st.last_error = Some((kind, message.clone()));
         let wait = st
@@ -382,7 +381,7 @@ impl Broker {
         set: TokenSet,
         used_claims: bool,
     ) -> Result<CachedToken, Response> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut outcome = "ok".to_string();
         // A retired slot (logged out, or replaced by a new sign-in) must not write to the
         // store: that would resurrect a forgotten refresh token or overwrite the new one.
@@ -398,7 +397,7 @@ impl Broker {
                 outcome = format!("ok, but the new refresh token could not be saved: {e}");
             }
         }
-        let cached = CachedToken::new(set.access, set.expires_in, now);
+        let cached = CachedToken::new(set.access, set.expires_in, now, self.clock.jitter());
         let mut st = slot.state.lock().unwrap();
         if let Some(rt) = set.refresh {
             st.refresh_token = Some(rt);
@@ -442,7 +441,7 @@ impl Broker {
                 }
             },
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         {
             let st = slot.state.lock().unwrap();
             if let Some(d) = st.denied.get(&org.to_ascii_lowercase())
@@ -469,7 +468,7 @@ impl Broker {
         });
         // A token in the last part of its life is still good: wait only briefly for its
         // successor, and serve it when Entra is slow or failing.
-        let current = still_valid(&slot.state.lock().unwrap());
+        let current = still_valid(&slot.state.lock().unwrap(), self.clock.now_ms());
         let outcome = match &current {
             Some(t) => match tokio::time::timeout(STALE_WAIT, refresh).await {
                 Ok(joined) => joined,
@@ -488,7 +487,7 @@ impl Broker {
         };
         // Failing, or even refused for good: a token that is still valid is better than
         // none, and Azure DevOps accepts it until it expires.
-        if let Some(t) = still_valid(&slot.state.lock().unwrap()) {
+        if let Some(t) = still_valid(&slot.state.lock().unwrap(), self.clock.now_ms()) {
             tracing::info!(org, "serving the current token while its refresh fails");
             return token_response(&t);
         }
@@ -576,7 +575,7 @@ mod tests {
 
     #[test]
     fn token_timing() {
-        let t = CachedToken::new(Secret::new("x"), Duration::from_secs(3600), 0);
+        let t = CachedToken::new(Secret::new("x"), Duration::from_secs(3600), 0, 0.5);
         let due = t.refresh_due_ms();
         // 2.5–5.5 % of the hour before its last two minutes.
         assert!((3_282_000..=3_390_000).contains(&due), "{due}");
