@@ -32,6 +32,28 @@ pub struct Credential {
     pub quit: Option<bool>,
 }
 
+/// git's credential operations: what git asks a helper (`git-credential-azdo get`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Get,
+    Store,
+    Erase,
+}
+
+impl TryFrom<&str> for Action {
+    type Error = ();
+
+    /// The operation named by git's argument; anything else is not one of git's.
+    fn try_from(op: &str) -> Result<Action, ()> {
+        match op {
+            "get" => Ok(Action::Get),
+            "store" => Ok(Action::Store),
+            "erase" => Ok(Action::Erase),
+            _ => Err(()),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProtocolError {
     #[error("line {line} of the credential input has no '=' (expected key=value)")]

@@ -3,23 +3,26 @@
 use clap::Parser;
 use git_credential_azdo::cli::{Cli, Cmd};
 use git_credential_azdo::client;
+use git_credential_azdo::git_credential::Action;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // The hot path: git's operations skip argument parsing altogether.
     let op = std::env::args_os().nth(1);
-    if let Some(op) = op.as_ref().and_then(|o| o.to_str())
-        && matches!(op, "get" | "store" | "erase")
+    if let Some(action) = op
+        .as_ref()
+        .and_then(|o| o.to_str())
+        .and_then(|o| Action::try_from(o).ok())
     {
         return client::credential_op(
-            op,
+            action,
             std::io::stdin().lock(),
             std::io::stdout().lock(),
             std::io::stderr(),
         );
     }
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    match Cli::parse().command {
+    let result = match Cli::parse().command {
         Cmd::Login {
             org,
             tenant,
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
             client::login_command(org, tenant, host, method, timeout, app, &mut err)
         }
         Cmd::Logout { org, all } => client::logout_command(org, all, &mut err),
-        Cmd::Status { json } => client::status_command(json, &mut out, &mut err),
+        Cmd::Status { json } => client::status_command(json, &mut out),
         Cmd::Setup {
             local,
             system,
@@ -69,10 +72,11 @@ fn main() -> ExitCode {
             } else {
                 "--global"
             };
-            client::setup_command(scope, undo, &mut out, &mut err)
+            client::setup_command(scope, undo, &mut out)
         }
-        Cmd::Doctor { json } => client::doctor_command(json, &mut out, &mut err),
+        Cmd::Doctor { json } => client::doctor_command(json, &mut out),
         Cmd::Stop => client::stop_command(&mut err),
         Cmd::Get | Cmd::Store | Cmd::Erase => unreachable!("handled above"),
-    }
+    };
+    client::report(result, &mut err)
 }

@@ -3,47 +3,45 @@
 
 use super::*;
 
-/// One of git's credential operations, with its I/O passed in. Exit code 0 unless the input
-/// was malformed or the daemon failed; stdout only ever carries protocol lines.
+/// One of git's credential operations, with its I/O passed in; an error is one line on
+/// `err` ([`report`]). Exit code 0 unless the input was malformed or the daemon failed; stdout
+/// only ever carries protocol lines.
 pub fn credential_op(
-    op: &str,
+    action: Action,
     input: impl BufRead,
     mut out: impl Write,
     mut err: impl Write,
 ) -> ExitCode {
-    let cred = match Credential::read_from(input) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = writeln!(err, "{NAME}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let result = run(action, input, &mut out, &mut err);
+    report(result, &mut err)
+}
+
+fn run(
+    action: Action,
+    input: impl BufRead,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> Result<ExitCode, Error> {
+    let cred = Credential::read_from(input)?;
     let decision = policy::decide(&cred, || {
+        // A configuration that cannot be read is worth a warning, not a failed `get`: the
+        // built-in hosts still work.
         Config::hosts_default().unwrap_or_else(|e| {
             let _ = writeln!(err, "{NAME}: {e}");
             Vec::new()
         })
-    });
+    })?;
     let target = match decision {
-        Err(e) => {
-            let _ = writeln!(err, "{NAME}: {e}");
-            return ExitCode::FAILURE;
+        Decision::NotOurs => return Ok(ExitCode::SUCCESS),
+        Decision::NoOrganization { host } if action == Action::Get => {
+            return Err(Error::NoOrganization { host });
         }
-        Ok(Decision::NotOurs) => return ExitCode::SUCCESS,
-        Ok(Decision::NoOrganization { host }) => {
-            if op == "get" {
-                let _ = writeln!(
-                    err,
-                    "{NAME}: cannot tell the Azure DevOps organization for https://{host}/: run `{NAME} setup` (it sets credential.useHttpPath), or use a URL like https://ORG@{host}/ORG/PROJECT/_git/REPO"
-                );
-            }
-            return ExitCode::SUCCESS;
-        }
-        Ok(Decision::Serve(t)) => t,
+        Decision::NoOrganization { .. } => return Ok(ExitCode::SUCCESS),
+        Decision::Serve(t) => t,
     };
-    match op {
-        "get" => get(&cred, &target, &mut out, &mut err),
-        "erase" => {
+    match action {
+        Action::Get => get(&cred, &target, out, err),
+        Action::Erase => {
             let token = cred.credential.clone().or_else(|| cred.password.clone());
             let req = Request::Erase {
                 org: target.org,
@@ -52,16 +50,11 @@ pub fn credential_op(
                 wwwauth: cred.wwwauth,
             };
             // No daemon, no cached token: nothing to erase.
-            match call_if_running(&req, SHORT_DEADLINE) {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => {
-                    let _ = writeln!(err, "{NAME}: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            call_if_running(&req, SHORT_DEADLINE)?;
+            Ok(ExitCode::SUCCESS)
         }
         // Tokens come from the daemon; what git would store is ours already.
-        _ => ExitCode::SUCCESS,
+        Action::Store => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -70,7 +63,7 @@ pub(super) fn get(
     target: &Target,
     out: &mut impl Write,
     err: &mut impl Write,
-) -> ExitCode {
+) -> Result<ExitCode, Error> {
     let authtype = cred.has_capability("authtype");
     let req = Request::Get {
         org: target.org.clone(),
@@ -90,9 +83,7 @@ pub(super) fn get(
         && interactive()
     {
         let _ = writeln!(err, "{NAME}: {message}; signing in now.");
-        if let Err(code) = sign_in(target, None, cred.wwwauth.clone(), Method::Auto, None, err) {
-            return code;
-        }
+        sign_in(target, None, cred.wwwauth.clone(), Method::Auto, None, err)?;
         resp = call(&req, GET_DEADLINE);
     }
     match resp {
@@ -100,13 +91,11 @@ pub(super) fn get(
             token,
             expires_at,
             scheme,
-        }) => match cred.answer(&token, expires_at, scheme).write_to(&mut *out) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                let _ = writeln!(err, "{NAME}: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }) => {
+            cred.answer(&token, expires_at, scheme)
+                .write_to(&mut *out)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Ok(Response::Error {
             error,
             message,
@@ -114,21 +103,10 @@ pub(super) fn get(
             fix,
         }) => {
             let line = explain(error, &message, retry_in, fix.as_deref(), target);
-            let _ = writeln!(err, "{NAME}: {line}");
-            ExitCode::SUCCESS
+            Err(Error::Refused(line))
         }
-        Ok(other) => {
-            let _ = writeln!(
-                err,
-                "{NAME}: unexpected answer from the daemon: {}",
-                kind_of(&other)
-            );
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            let _ = writeln!(err, "{NAME}: {e}");
-            ExitCode::FAILURE
-        }
+        Ok(other) => Err(Error::Unexpected(kind_of(&other))),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -5,7 +5,7 @@ use super::*;
 
 /// The client's half of `doctor` (git, configuration, socket directory, daemon version),
 /// then the daemon's (secret store, reachability, each organization's token).
-pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+pub fn doctor_command(json: bool, out: &mut impl Write) -> Result<ExitCode, Error> {
     use crate::daemon_protocol::Check;
     let mut checks = Vec::new();
     let git = Command::new("git").arg("--version").output();
@@ -107,10 +107,9 @@ pub fn doctor_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
         }
     }
     if all_ok {
-        ExitCode::SUCCESS
+        Ok(ExitCode::SUCCESS)
     } else {
-        let _ = writeln!(err, "{NAME}: some checks failed");
-        ExitCode::FAILURE
+        Err(Error::Usage("some checks failed".into()))
     }
 }
 

@@ -90,15 +90,14 @@ pub fn sign_in(
     method: Method,
     timeout: Option<u64>,
     err: &mut impl Write,
-) -> Result<(), ExitCode> {
+) -> Result<(), Error> {
     let opener = match method {
         Method::DeviceCode => None,
         Method::Browser => match browser_command() {
             Some(b) => Some(b),
             None => {
-                return Err(fail(
-                    err,
-                    "no browser can be opened here (set $BROWSER, or use --device-code)",
+                return Err(Error::Usage(
+                    "no browser can be opened here (set $BROWSER, or use --device-code)".into(),
                 ));
             }
         },
@@ -143,10 +142,10 @@ pub fn sign_in(
             (flow, expires_in, "Waiting for the browser sign-in…")
         }
         Ok(Response::Error { message, .. }) => {
-            return Err(fail(err, format!("cannot start sign-in: {message}")));
+            return Err(Error::daemon("cannot start sign-in", message));
         }
-        Ok(other) => return Err(fail(err, format!("unexpected answer: {}", kind_of(&other)))),
-        Err(e) => return Err(fail(err, e)),
+        Ok(other) => return Err(Error::Unexpected(kind_of(&other))),
+        Err(e) => return Err(e.into()),
     };
     wait_for_sign_in(flow, expires_in, label, err)
 }
@@ -157,7 +156,7 @@ pub(super) fn wait_for_sign_in(
     expires_in: u64,
     label: &str,
     err: &mut impl Write,
-) -> Result<(), ExitCode> {
+) -> Result<(), Error> {
     let _ = err.flush();
     let done = Arc::new(AtomicBool::new(false));
     let spin = spinner(label.into(), expires_in, done.clone());
@@ -176,7 +175,7 @@ pub(super) fn wait_for_sign_in(
 pub(super) fn report_login(
     result: Result<Response, super::ConnectError>,
     err: &mut impl Write,
-) -> Result<(), ExitCode> {
+) -> Result<(), Error> {
     match result {
         Ok(Response::LoggedIn {
             org,
@@ -203,9 +202,9 @@ pub(super) fn report_login(
             };
             Ok(())
         }
-        Ok(Response::Error { message, .. }) => Err(fail(err, format!("sign-in failed: {message}"))),
-        Ok(other) => Err(fail(err, format!("unexpected answer: {}", kind_of(&other)))),
-        Err(e) => Err(fail(err, e)),
+        Ok(Response::Error { message, .. }) => Err(Error::daemon("sign-in failed", message)),
+        Ok(other) => Err(Error::Unexpected(kind_of(&other))),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -225,40 +224,46 @@ pub struct AppArgs {
     pub paste: bool,
 }
 
-pub(super) fn read_secret(source: SecretSource) -> Result<crate::secret::Secret, String> {
+pub(super) fn read_secret(source: SecretSource) -> Result<crate::secret::Secret, Error> {
     use std::io::Read;
     let text = match source {
         SecretSource::Value(v) => v,
-        SecretSource::File(p) => std::fs::read_to_string(&p)
-            .map_err(|e| format!("cannot read the client secret from {}: {e}", p.display()))?,
+        SecretSource::File(p) => std::fs::read_to_string(&p).map_err(|e| {
+            Error::Usage(format!(
+                "cannot read the client secret from {}: {e}",
+                p.display()
+            ))
+        })?,
         SecretSource::Stdin => {
             let mut t = String::new();
             std::io::stdin()
                 .lock()
                 .take(64 * 1024)
                 .read_to_string(&mut t)
-                .map_err(|e| format!("cannot read the client secret from stdin: {e}"))?;
+                .map_err(|e| {
+                    Error::Usage(format!("cannot read the client secret from stdin: {e}"))
+                })?;
             t
         }
     };
     let secret = text.trim().to_string();
     if secret.is_empty() || secret.contains(char::is_whitespace) {
-        return Err(
+        return Err(Error::Usage(
             "the client secret is empty or not one word: copy the app's Client Secret (not the App Secret) from https://app.vsaex.visualstudio.com/me".into(),
-        );
+        ));
     }
     Ok(crate::secret::Secret::new(secret))
 }
 
 /// Reads the redirected address the person pastes: from stdin, or from the terminal when
 /// stdin carried the client secret.
-pub(super) fn paste_reader(stdin_used: bool) -> Result<Box<dyn std::io::BufRead>, String> {
+pub(super) fn paste_reader(stdin_used: bool) -> Result<Box<dyn std::io::BufRead>, Error> {
     if !stdin_used {
         return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
     }
     std::fs::File::open("/dev/tty")
         .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::BufRead>)
-        .map_err(|e| format!("no terminal to paste the address in ({e}); give the client secret with --client-secret-file instead of stdin"))
+        .map_err(|e| Error::Usage(format!("no terminal to paste the address in ({e}); give the client secret with --client-secret-file instead of stdin")))
 }
 
 /// Connects an organization through a legacy Azure DevOps OAuth app.
@@ -267,9 +272,9 @@ pub fn app_sign_in(
     args: AppArgs,
     timeout: Option<u64>,
     err: &mut impl Write,
-) -> Result<(), ExitCode> {
+) -> Result<(), Error> {
     let stdin_used = matches!(args.secret, SecretSource::Stdin);
-    let secret = read_secret(args.secret).map_err(|e| fail(err, e))?;
+    let secret = read_secret(args.secret)?;
     let callback = args
         .callback
         .unwrap_or_else(|| crate::config::DEFAULT_APP_CALLBACK.to_string());
@@ -301,10 +306,10 @@ pub fn app_sign_in(
             expires_in,
         }) => (flow, url, callback, listening, certificate, expires_in),
         Ok(Response::Error { message, .. }) => {
-            return Err(fail(err, format!("cannot start sign-in: {message}")));
+            return Err(Error::daemon("cannot start sign-in", message));
         }
-        Ok(other) => return Err(fail(err, format!("unexpected answer: {}", kind_of(&other)))),
-        Err(e) => return Err(fail(err, e)),
+        Ok(other) => return Err(Error::Unexpected(kind_of(&other))),
+        Err(e) => return Err(e.into()),
     };
     let _ = writeln!(
         err,
@@ -331,7 +336,7 @@ pub fn app_sign_in(
             err,
         );
     }
-    let mut input = paste_reader(stdin_used).map_err(|e| fail(err, e))?;
+    let mut input = paste_reader(stdin_used)?;
     for _attempt in 0..3 {
         let _ = write!(
             err,
@@ -342,7 +347,9 @@ pub fn app_sign_in(
         let mut line = String::new();
         match input.read_line(&mut line) {
             Ok(0) | Err(_) => {
-                return Err(fail(err, "no address was pasted; run login again"));
+                return Err(Error::Usage(
+                    "no address was pasted; run login again".into(),
+                ));
             }
             Ok(_) => {}
         }
@@ -368,7 +375,9 @@ pub fn app_sign_in(
             other => return report_login(other, err),
         }
     }
-    Err(fail(err, "no usable address was pasted; run login again"))
+    Err(Error::Usage(
+        "no usable address was pasted; run login again".into(),
+    ))
 }
 
 /// The organization of the current repository's `origin`, when it is an Azure DevOps URL.
@@ -406,7 +415,7 @@ pub fn login_command(
     timeout: Option<u64>,
     app: Option<AppArgs>,
     err: &mut impl Write,
-) -> ExitCode {
+) -> Result<ExitCode, Error> {
     let target = match (org, host) {
         (Some(o), host) => {
             let host = host.unwrap_or_else(|| "dev.azure.com".into());
@@ -421,25 +430,25 @@ pub fn login_command(
             match policy::decide(&probe, hosts) {
                 Ok(Decision::Serve(t)) => t,
                 Ok(Decision::NotOurs) => {
-                    return fail(
-                        err,
-                        format!(
-                            "{host} is not an Azure DevOps host; list it under `hosts` in {}",
-                            crate::paths::config_path().display()
-                        ),
-                    );
+                    return Err(Error::Usage(format!(
+                        "{host} is not an Azure DevOps host; list it under `hosts` in {}",
+                        crate::paths::config_path().display()
+                    )));
                 }
-                _ => return fail(err, format!("'{o}' is not a valid organization name")),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "'{o}' is not a valid organization name"
+                    )));
+                }
             }
         }
-        (None, Some(_)) => return fail(err, "--host needs --org"),
+        (None, Some(_)) => return Err(Error::Usage("--host needs --org".into())),
         (None, None) => match org_from_origin() {
             Some(t) => t,
             None => {
-                return fail(
-                    err,
-                    "which organization? Give --org ORG (the name in https://dev.azure.com/ORG), or run this inside a clone of an Azure DevOps repository",
-                );
+                return Err(Error::Usage(
+                    "which organization? Give --org ORG (the name in https://dev.azure.com/ORG), or run this inside a clone of an Azure DevOps repository".into(),
+                ));
             }
         },
     };
@@ -447,18 +456,18 @@ pub fn login_command(
         Some(app) => app_sign_in(&target, app, timeout, err),
         None => sign_in(&target, tenant, Vec::new(), method, timeout, err),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(code) => code,
-    }
+    result.map(|()| ExitCode::SUCCESS)
 }
 
-pub fn logout_command(org: Option<String>, all: bool, err: &mut impl Write) -> ExitCode {
+pub fn logout_command(
+    org: Option<String>,
+    all: bool,
+    err: &mut impl Write,
+) -> Result<ExitCode, Error> {
     if org.is_none() && !all {
-        return fail(
-            err,
-            "give --org ORG, or --all to disconnect every organization",
-        );
+        return Err(Error::Usage(
+            "give --org ORG, or --all to disconnect every organization".into(),
+        ));
     }
     match call(&Request::Logout { org: org.clone() }, SHORT_DEADLINE) {
         Ok(Response::Done) => {
@@ -466,10 +475,13 @@ pub fn logout_command(org: Option<String>, all: bool, err: &mut impl Write) -> E
                 Some(o) => writeln!(err, "Disconnected organization '{o}'."),
                 None => writeln!(err, "Disconnected every organization."),
             };
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
-        Ok(Response::Error { message, .. }) => fail(err, message),
-        Ok(other) => fail(err, format!("unexpected answer: {}", kind_of(&other))),
-        Err(e) => fail(err, e),
+        Ok(Response::Error { message, .. }) => Err(Error::Daemon {
+            context: None,
+            message,
+        }),
+        Ok(other) => Err(Error::Unexpected(kind_of(&other))),
+        Err(e) => Err(e.into()),
     }
 }

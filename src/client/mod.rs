@@ -1,11 +1,13 @@
 //! The client: what git runs (`get`, `store`, `erase`) and the user's command line (`login`,
 //! `logout`, `status`, `setup`, `doctor`, `stop`), one file per command. Synchronous,
 //! std-only, quick to start; all network work happens in the daemon. This file holds what the
-//! commands share: the deadlines, the name every line starts with, and how one is printed.
+//! commands share: the deadlines and the name every line starts with; `error.rs` prints a
+//! command's error.
 
 mod connect;
 mod credential;
 mod doctor;
+mod error;
 mod login;
 mod setup;
 mod status;
@@ -13,6 +15,7 @@ mod status;
 pub use connect::{ConnectError, call, call_if_running};
 pub use credential::credential_op;
 pub use doctor::doctor_command;
+pub use error::{Error, report};
 pub use login::{AppArgs, Method, SecretSource, login_command, logout_command};
 pub use setup::setup_command;
 pub use status::{status_command, stop_command};
@@ -23,7 +26,7 @@ use setup::*;
 use crate::answer::GitInstall;
 use crate::config::Config;
 use crate::daemon_protocol::{AppLogin, ErrorKind, Request, Response, StatusView};
-use crate::git_credential::Credential;
+use crate::git_credential::{Action, Credential};
 use crate::policy::{self, Decision, Target};
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::{Command, ExitCode};
@@ -53,9 +56,4 @@ pub fn kind_of(r: &Response) -> &'static str {
         Response::VersionMismatch { .. } => "version_mismatch",
         Response::Error { .. } => "error",
     }
-}
-
-fn fail(err: &mut impl Write, msg: impl std::fmt::Display) -> ExitCode {
-    let _ = writeln!(err, "{NAME}: {msg}");
-    ExitCode::FAILURE
 }

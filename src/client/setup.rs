@@ -59,12 +59,7 @@ pub(super) fn git_config(scope: &str, args: &[&str]) -> std::io::Result<std::pro
 }
 
 /// Sets git up to use this helper for Azure DevOps (idempotent), or undoes it.
-pub fn setup_command(
-    scope: &str,
-    undo: bool,
-    out: &mut impl Write,
-    err: &mut impl Write,
-) -> ExitCode {
+pub fn setup_command(scope: &str, undo: bool, out: &mut impl Write) -> Result<ExitCode, Error> {
     let helper = helper_value();
     let mut changed = Vec::new();
     let urls = setup_urls();
@@ -72,7 +67,7 @@ pub fn setup_command(
         let key = format!("credential.{url}.helper");
         let current = match git_config(scope, &["--get-all", &key]) {
             Ok(o) => String::from_utf8_lossy(&o.stdout).to_string(),
-            Err(e) => return fail(err, format!("cannot run git: {e}")),
+            Err(e) => return Err(Error::Git(e)),
         };
         let has = current.lines().any(is_ours);
         if undo {
@@ -89,7 +84,7 @@ pub fn setup_command(
             if !current.lines().any(|l| l == helper) {
                 let ours = "^(azdo|.*git-credential-azdo'?)$";
                 if let Err(e) = git_config(scope, &["--replace-all", &key, &helper, ours]) {
-                    return fail(err, format!("cannot run git: {e}"));
+                    return Err(Error::Git(e));
                 }
                 changed.push(format!("{key} = {helper}"));
             }
@@ -98,7 +93,7 @@ pub fn setup_command(
             // Azure DevOps (a stale PAT in `store` would otherwise win).
             for v in ["", helper.as_str()] {
                 if let Err(e) = git_config(scope, &["--add", &key, v]) {
-                    return fail(err, format!("cannot run git: {e}"));
+                    return Err(Error::Git(e));
                 }
             }
             changed.push(format!("{key} = {helper}"));
@@ -132,7 +127,7 @@ pub fn setup_command(
             "Next: {NAME} login --org ORG (or just git clone https://dev.azure.com/ORG/PROJECT/_git/REPO)"
         );
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -25,17 +25,22 @@ pub(super) fn human(s: u64) -> String {
     }
 }
 
-pub fn status_command(json: bool, out: &mut impl Write, err: &mut impl Write) -> ExitCode {
+pub fn status_command(json: bool, out: &mut impl Write) -> Result<ExitCode, Error> {
     let view: StatusView = match call(&Request::Status, SHORT_DEADLINE) {
         Ok(Response::Status(v)) => v,
-        Ok(Response::Error { message, .. }) => return fail(err, message),
-        Ok(other) => return fail(err, format!("unexpected answer: {}", kind_of(&other))),
-        Err(e) => return fail(err, e),
+        Ok(Response::Error { message, .. }) => {
+            return Err(Error::Daemon {
+                context: None,
+                message,
+            });
+        }
+        Ok(other) => return Err(Error::Unexpected(kind_of(&other))),
+        Err(e) => return Err(e.into()),
     };
     if json {
         let _ = serde_json::to_writer_pretty(&mut *out, &view);
         let _ = writeln!(out);
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     let _ = writeln!(
         out,
@@ -97,20 +102,20 @@ pub fn status_command(json: bool, out: &mut impl Write, err: &mut impl Write) ->
             );
         }
     }
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
-pub fn stop_command(err: &mut impl Write) -> ExitCode {
+pub fn stop_command(err: &mut impl Write) -> Result<ExitCode, Error> {
     match call_if_running(&Request::Shutdown, SHORT_DEADLINE) {
         Ok(None) => {
             let _ = writeln!(err, "no daemon is running");
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
         Ok(Some(_)) => {
             let _ = writeln!(err, "daemon stopped");
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
         }
-        Err(e) => fail(err, e),
+        Err(e) => Err(e.into()),
     }
 }
 
