@@ -27,7 +27,7 @@ use super::recent::Recent;
 use super::schedule;
 use super::sources::entra::{Entra, EntraError, TokenSet};
 use super::sources::legacy::{self, Vssps};
-use super::sources::machine::MachineIdentity;
+use super::sources::machine::{IdentityError, MachineIdentity};
 use super::store::{AccountRecord, AppRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
 use crate::daemon_protocol::{
@@ -299,7 +299,7 @@ impl Broker {
         self: &Arc<Self>,
         org: &str,
         env: &BTreeMap<String, Secret>,
-    ) -> Option<Result<Arc<Slot>, String>> {
+    ) -> Option<Result<Arc<Slot>, IdentityError>> {
         let name = self.config.identity_for(org)?.to_string();
         let slot = self.identity_slot(&name, org, env);
         if let Ok(s) = &slot {
@@ -318,7 +318,7 @@ impl Broker {
         name: &str,
         org: &str,
         env: &BTreeMap<String, Secret>,
-    ) -> Result<Arc<Slot>, String> {
+    ) -> Result<Arc<Slot>, IdentityError> {
         // A request that brings variables is served with those alone; one that brings none,
         // with a service's own (none for a daemon started on demand: see `launch`).
         let env = match env.is_empty() {
@@ -346,18 +346,23 @@ impl Broker {
             Some(s) => s,
             None => {
                 let Some(cfg) = self.config.identities.get(name) else {
-                    return Err(format!(
-                        "identity '{name}' (for organization '{org}') is not defined under [identities] in {}",
-                        crate::paths::config_path().display()
-                    ));
+                    return Err(IdentityError::Undefined {
+                        name: name.to_string(),
+                        org: org.to_string(),
+                        config: crate::paths::config_path(),
+                    });
                 };
                 let lookup = |k: &str| env.get(k).map(|v| v.expose().to_string());
                 let identity = MachineIdentity::resolve(name, cfg, &lookup)?;
                 // The identity's own authority (AKS's webhook sets it), else the configured one.
                 let authority = match lookup("AZURE_AUTHORITY_HOST").filter(|a| !a.is_empty()) {
                     Some(a) => {
-                        endpoint::require_https("AZURE_AUTHORITY_HOST", &a)
-                            .map_err(|e| format!("identity '{name}': {e}"))?;
+                        endpoint::require_https("AZURE_AUTHORITY_HOST", &a).map_err(|source| {
+                            IdentityError::Endpoint {
+                                name: name.to_string(),
+                                source,
+                            }
+                        })?;
                         a.trim_end_matches('/').to_string()
                     }
                     None => self.entra.authority().to_string(),

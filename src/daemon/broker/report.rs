@@ -174,7 +174,7 @@ impl Broker {
                     Response::Error { message, .. } => message,
                     _ => "no token".into(),
                 }),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             };
             checks.push(match result {
                 Ok(t) => Check::pass(

@@ -21,25 +21,49 @@ pub struct LoginRequest {
     pub app: Option<AppLogin>,
 }
 
-/// The authorization code of a redirect that belongs to this sign-in, or what went wrong.
-pub(super) fn redirect_code(r: Redirect, state: &str, service: &str) -> Result<Secret, String> {
-    if r.state.as_deref() != Some(state) {
-        return Err(
-            "the sign-in answer did not match this sign-in (state mismatch); run login again"
-                .into(),
-        );
+/// Why a redirect gives no authorization code for this sign-in.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RedirectError {
+    #[error("the sign-in answer did not match this sign-in (state mismatch); run login again")]
+    StateMismatch,
+    /// The service refused: its error code, and the first line of its description (if any).
+    #[error("{service} said {error}{}", said_why(.first))]
+    Refused {
+        service: &'static str,
+        error: String,
+        first: String,
+    },
+    #[error("the redirect carried no authorization code")]
+    NoCode,
+}
+
+/// The description after a refusal's error code: `": {first}"`, or nothing when empty.
+fn said_why(first: &str) -> String {
+    match first.is_empty() {
+        true => String::new(),
+        false => format!(": {first}"),
     }
-    if let Some(e) = r.error {
+}
+
+/// The authorization code of a redirect that belongs to this sign-in, or what went wrong.
+pub(super) fn redirect_code(
+    r: Redirect,
+    state: &str,
+    service: &'static str,
+) -> Result<Secret, RedirectError> {
+    if r.state.as_deref() != Some(state) {
+        return Err(RedirectError::StateMismatch);
+    }
+    if let Some(error) = r.error {
         let d = r.error_description.unwrap_or_default();
-        let first = d.lines().next().unwrap_or("").trim();
-        return Err(if first.is_empty() {
-            format!("{service} said {e}")
-        } else {
-            format!("{service} said {e}: {first}")
+        let first = d.lines().next().unwrap_or("").trim().to_string();
+        return Err(RedirectError::Refused {
+            service,
+            error,
+            first,
         });
     }
-    r.code
-        .ok_or_else(|| "the redirect carried no authorization code".into())
+    r.code.ok_or(RedirectError::NoCode)
 }
 
 pub(super) fn failed_page(text: String) -> (FlowOutcome, loopback::Page) {
@@ -269,7 +293,7 @@ impl Broker {
     ) -> (FlowOutcome, loopback::Page) {
         let code = match redirect_code(r, &sign_in.state, "Entra ID") {
             Ok(c) => c,
-            Err(text) => return failed_page(text),
+            Err(e) => return failed_page(e.to_string()),
         };
         let set = match self.entra.redeem_code(tenant, sign_in, &code).await {
             Ok(set) => set,
@@ -320,7 +344,7 @@ impl Broker {
             Some((port, path)) => {
                 let (tls, cert) = match legacy::callback_tls(&self.data_dir) {
                     Ok(t) => t,
-                    Err(e) => return err(ErrorKind::Internal, e),
+                    Err(e) => return err(ErrorKind::Internal, e.to_string()),
                 };
                 let listener = match loopback::bind_port(port).await {
                     Ok(l) => l,
@@ -410,7 +434,7 @@ impl Broker {
     ) -> (FlowOutcome, loopback::Page) {
         let code = match redirect_code(r, state, "Azure DevOps") {
             Ok(c) => c,
-            Err(text) => return failed_page(text),
+            Err(e) => return failed_page(e.to_string()),
         };
         let set = match self.vssps.redeem(app, &code).await {
             Ok(set) => set,

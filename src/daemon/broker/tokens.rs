@@ -432,7 +432,7 @@ impl Broker {
             Some(s) => s,
             None => match self.machine_slot(org, env) {
                 Some(Ok(s)) => s,
-                Some(Err(message)) => return err(ErrorKind::Misconfigured, message),
+                Some(Err(e)) => return err(ErrorKind::Misconfigured, e.to_string()),
                 None => {
                     return err(
                         ErrorKind::NeedsLogin,

@@ -198,13 +198,31 @@ pub fn loopback_callback(callback: &str) -> Option<(u16, String)> {
     })
 }
 
+/// Why the callback listener has no TLS configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackTlsError {
+    #[error("cannot generate the callback certificate: {0}")]
+    Generate(#[source] rcgen::Error),
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read back the callback certificate")]
+    ReadBack,
+    #[error("{0}")]
+    Tls(tokio_rustls::rustls::Error),
+    #[error("the callback certificate is unusable: {0}")]
+    Unusable(#[source] tokio_rustls::rustls::Error),
+}
+
 /// The callback listener's TLS configuration: a self-signed certificate for `localhost`,
 /// `127.0.0.1` and `::1`, generated once and kept (key 0600) in `dir`, so a person who
 /// trusts it in the browser does so once. Returns the configuration and the certificate's
 /// path.
 pub fn callback_tls(
     dir: &Path,
-) -> Result<(Arc<tokio_rustls::rustls::ServerConfig>, std::path::PathBuf), String> {
+) -> Result<(Arc<tokio_rustls::rustls::ServerConfig>, std::path::PathBuf), CallbackTlsError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let cert_path = dir.join("callback-cert.pem");
@@ -218,24 +236,28 @@ pub fn callback_tls(
         Some(pair) => pair,
         None => {
             let names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-            let made = rcgen::generate_simple_self_signed(names)
-                .map_err(|e| format!("cannot generate the callback certificate: {e}"))?;
+            let made =
+                rcgen::generate_simple_self_signed(names).map_err(CallbackTlsError::Generate)?;
             let save = |path: &Path, text: &str| {
-                crate::daemon::store::write_private_file(path, text.as_bytes(), None)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                crate::daemon::store::write_private_file(path, text.as_bytes(), None).map_err(
+                    |source| CallbackTlsError::Write {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                )
             };
             save(&key_path, &made.signing_key.serialize_pem())?;
             save(&cert_path, &made.cert.pem())?;
-            load().ok_or("cannot read back the callback certificate")?
+            load().ok_or(CallbackTlsError::ReadBack)?
         }
     };
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(CallbackTlsError::Tls)?
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
-        .map_err(|e| format!("the callback certificate is unusable: {e}"))?;
+        .map_err(CallbackTlsError::Unusable)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok((Arc::new(config), cert_path))
 }

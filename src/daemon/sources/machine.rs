@@ -89,6 +89,69 @@ pub enum AssertionSource {
     },
 }
 
+/// Why a machine identity cannot be used: what is missing or wrong in its configuration or
+/// variables, in one line naming the identity.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "identity '{name}' needs {key}: set {var}, or {key} under [identities.{name}] in the configuration"
+    )]
+    Needs {
+        name: String,
+        key: &'static str,
+        var: &'static str,
+    },
+    #[error("identity '{name}': give only one of client_id, object_id, resource_id")]
+    OnlyOneId { name: String },
+    #[error("identity '{name}': cannot read client_secret_file {file}: {source}")]
+    SecretFile {
+        name: String,
+        file: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "identity '{name}' needs a client secret or certificate: set AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH (or client_secret_file / client_certificate_path under [identities.{name}])"
+    )]
+    NoClientCredential { name: String },
+    #[error(
+        "identity '{name}' needs federated_token_file: set AZURE_FEDERATED_TOKEN_FILE, or federated_token_file under [identities.{name}]"
+    )]
+    NoTokenFile { name: String },
+    #[error(
+        "identity '{name}' uses token_source '{token_source}', but this is not running there (its OIDC variables are not set)"
+    )]
+    NotRunningThere { name: String, token_source: String },
+    #[error(
+        "identity '{name}' has token_source '{token_source}'; use file, github-actions or azure-pipelines"
+    )]
+    UnknownTokenSource { name: String, token_source: String },
+    #[error(
+        "identity '{name}' has no federated token: set AZURE_FEDERATED_TOKEN_FILE, or run in GitHub Actions (id-token: write) or Azure Pipelines"
+    )]
+    NoFederatedToken { name: String },
+    #[error(
+        "identity '{name}' has kind '{kind}'; use managed-identity, service-principal or workload-identity"
+    )]
+    UnknownKind { name: String, kind: String },
+    /// An address the identity would send a secret to is not allowed.
+    #[error("identity '{name}': {source}")]
+    Endpoint {
+        name: String,
+        #[source]
+        source: endpoint::EndpointError,
+    },
+    /// An organization (or the default) names an identity the configuration does not define.
+    #[error(
+        "identity '{name}' (for organization '{org}') is not defined under [identities] in {}",
+        .config.display()
+    )]
+    Undefined {
+        name: String,
+        org: String,
+        config: PathBuf,
+    },
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
@@ -101,11 +164,14 @@ impl MachineIdentity {
         name: &str,
         cfg: &IdentityConfig,
         lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<MachineIdentity, String> {
+    ) -> Result<MachineIdentity, IdentityError> {
         let identity = Self::from_settings(name, cfg, lookup)?;
         identity
             .check_endpoints()
-            .map_err(|e| format!("identity '{name}': {e}"))?;
+            .map_err(|source| IdentityError::Endpoint {
+                name: name.to_string(),
+                source,
+            })?;
         Ok(identity)
     }
 
@@ -140,12 +206,16 @@ impl MachineIdentity {
         name: &str,
         cfg: &IdentityConfig,
         lookup: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<MachineIdentity, String> {
+    ) -> Result<MachineIdentity, IdentityError> {
         let env = |k: &str| lookup(k).filter(|v| !v.is_empty());
-        let need = |value: Option<String>, key: &str, var: &str| {
-            value.or_else(|| env(var)).ok_or_else(|| {
-                format!("identity '{name}' needs {key}: set {var}, or {key} under [identities.{name}] in the configuration")
-            })
+        let need = |value: Option<String>, key: &'static str, var: &'static str| {
+            value
+                .or_else(|| env(var))
+                .ok_or_else(|| IdentityError::Needs {
+                    name: name.to_string(),
+                    key,
+                    var,
+                })
         };
         match cfg.kind.as_str() {
             "managed-identity" => {
@@ -155,9 +225,9 @@ impl MachineIdentity {
                     (None, None, Some(r)) => Some(UserAssigned::Resource(r.clone())),
                     (None, None, None) => env("AZURE_CLIENT_ID").map(UserAssigned::Client),
                     _ => {
-                        return Err(format!(
-                            "identity '{name}': give only one of client_id, object_id, resource_id"
-                        ));
+                        return Err(IdentityError::OnlyOneId {
+                            name: name.to_string(),
+                        });
                     }
                 };
                 Ok(MachineIdentity::ManagedIdentity {
@@ -177,10 +247,10 @@ impl MachineIdentity {
                     Some(f) => Some(
                         std::fs::read_to_string(f)
                             .map(|s| s.trim().to_string())
-                            .map_err(|e| {
-                                format!(
-                                    "identity '{name}': cannot read client_secret_file {f}: {e}"
-                                )
+                            .map_err(|source| IdentityError::SecretFile {
+                                name: name.to_string(),
+                                file: f.clone(),
+                                source,
                             })?,
                     ),
                     None => env("AZURE_CLIENT_SECRET"),
@@ -198,9 +268,9 @@ impl MachineIdentity {
                                 .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
                     },
                     (None, None) => {
-                        return Err(format!(
-                            "identity '{name}' needs a client secret or certificate: set AZURE_CLIENT_SECRET or AZURE_CLIENT_CERTIFICATE_PATH (or client_secret_file / client_certificate_path under [identities.{name}])"
-                        ));
+                        return Err(IdentityError::NoClientCredential {
+                            name: name.to_string(),
+                        });
                     }
                 };
                 Ok(MachineIdentity::ServicePrincipal {
@@ -219,9 +289,9 @@ impl MachineIdentity {
                 let source = match (cfg.token_source.as_deref(), file) {
                     (None | Some("file"), Some(f)) => AssertionSource::File(PathBuf::from(f)),
                     (Some("file"), None) => {
-                        return Err(format!(
-                            "identity '{name}' needs federated_token_file: set AZURE_FEDERATED_TOKEN_FILE, or federated_token_file under [identities.{name}]"
-                        ));
+                        return Err(IdentityError::NoTokenFile {
+                            name: name.to_string(),
+                        });
                     }
                     (Some("github-actions"), _) | (None, None)
                         if env("ACTIONS_ID_TOKEN_REQUEST_URL").is_some() =>
@@ -253,19 +323,21 @@ impl MachineIdentity {
                         }
                     }
                     (Some(other @ ("github-actions" | "azure-pipelines")), _) => {
-                        return Err(format!(
-                            "identity '{name}' uses token_source '{other}', but this is not running there (its OIDC variables are not set)"
-                        ));
+                        return Err(IdentityError::NotRunningThere {
+                            name: name.to_string(),
+                            token_source: other.to_string(),
+                        });
                     }
                     (Some(other), _) => {
-                        return Err(format!(
-                            "identity '{name}' has token_source '{other}'; use file, github-actions or azure-pipelines"
-                        ));
+                        return Err(IdentityError::UnknownTokenSource {
+                            name: name.to_string(),
+                            token_source: other.to_string(),
+                        });
                     }
                     (None, None) => {
-                        return Err(format!(
-                            "identity '{name}' has no federated token: set AZURE_FEDERATED_TOKEN_FILE, or run in GitHub Actions (id-token: write) or Azure Pipelines"
-                        ));
+                        return Err(IdentityError::NoFederatedToken {
+                            name: name.to_string(),
+                        });
                     }
                 };
                 Ok(MachineIdentity::Workload {
@@ -274,9 +346,10 @@ impl MachineIdentity {
                     source,
                 })
             }
-            other => Err(format!(
-                "identity '{name}' has kind '{other}'; use managed-identity, service-principal or workload-identity"
-            )),
+            other => Err(IdentityError::UnknownKind {
+                name: name.to_string(),
+                kind: other.to_string(),
+            }),
         }
     }
 
@@ -347,7 +420,7 @@ impl MachineIdentity {
                 SpCredential::Certificate { path, send_chain } => {
                     let aud = format!("{authority}/{tenant}/oauth2/v2.0/token");
                     let assertion = certificate_assertion(path, client_id, &aud, *send_chain)
-                        .map_err(EntraError::Rejected)?;
+                        .map_err(|e| EntraError::Rejected(e.to_string()))?;
                     client_credentials(http, authority, tenant, client_id, None, Some(&assertion))
                         .await
                 }

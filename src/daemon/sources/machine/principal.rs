@@ -3,6 +3,39 @@
 
 use super::*;
 
+/// Why a certificate gives no client assertion; each message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("cannot read the certificate {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a PEM certificate file: {source}", .path.display())]
+    NotPem {
+        path: PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{} holds no certificate", .path.display())]
+    NoCertificate { path: PathBuf },
+    #[error(
+        "{} holds no private key (PEM with the certificate and its key)",
+        .path.display()
+    )]
+    NoPrivateKey { path: PathBuf },
+    #[error("the key in {} is not an RSA key", .path.display())]
+    NotRsa { path: PathBuf },
+    #[error("the key in {} is not a usable RSA key: {reason}", .path.display())]
+    UnusableRsa {
+        path: PathBuf,
+        reason: ring::error::KeyRejected,
+    },
+    #[error("no randomness")]
+    NoRandomness,
+    #[error("signing with the key in {} failed", .path.display())]
+    Signing { path: PathBuf },
+}
+
 /// A client assertion signed with the certificate's RSA key (RS256): header with the
 /// certificate's `x5t#S256` and `x5t` thumbprints (and `x5c` chain on request); `aud` is the
 /// token endpoint, `iss` = `sub` = the client id, valid for ten minutes.
@@ -11,29 +44,36 @@ pub(super) fn certificate_assertion(
     client_id: &str,
     aud: &str,
     send_chain: bool,
-) -> Result<Secret, String> {
+) -> Result<Secret, CertificateError> {
     use base64::Engine;
     use ring::{digest, rand, signature};
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let shown = path.display();
-    let pem =
-        std::fs::read(path).map_err(|e| format!("cannot read the certificate {shown}: {e}"))?;
+    let owned = || path.to_path_buf();
+    let pem = std::fs::read(path).map_err(|source| CertificateError::Read {
+        path: owned(),
+        source,
+    })?;
     let certs: Vec<CertificateDer> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{shown} is not a PEM certificate file: {e}"))?;
+        .map_err(|source| CertificateError::NotPem {
+            path: owned(),
+            source,
+        })?;
     let leaf = certs
         .first()
-        .ok_or_else(|| format!("{shown} holds no certificate"))?;
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|_| {
-        format!("{shown} holds no private key (PEM with the certificate and its key)")
-    })?;
+        .ok_or_else(|| CertificateError::NoCertificate { path: owned() })?;
+    let key = PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|_| CertificateError::NoPrivateKey { path: owned() })?;
     let key_pair = match &key {
         PrivateKeyDer::Pkcs8(k) => signature::RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
         PrivateKeyDer::Pkcs1(k) => signature::RsaKeyPair::from_der(k.secret_pkcs1_der()),
-        _ => return Err(format!("the key in {shown} is not an RSA key")),
+        _ => return Err(CertificateError::NotRsa { path: owned() }),
     }
-    .map_err(|e| format!("the key in {shown} is not a usable RSA key: {e}"))?;
+    .map_err(|reason| CertificateError::UnusableRsa {
+        path: owned(),
+        reason,
+    })?;
     let b64url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
     let mut header = serde_json::json!({
         "alg": "RS256",
@@ -50,7 +90,7 @@ pub(super) fn certificate_assertion(
     let now = crate::clock::unix_secs();
     let rng = rand::SystemRandom::new();
     let mut jti = [0u8; 16];
-    rand::SecureRandom::fill(&rng, &mut jti).map_err(|_| "no randomness".to_string())?;
+    rand::SecureRandom::fill(&rng, &mut jti).map_err(|_| CertificateError::NoRandomness)?;
     let payload = serde_json::json!({
         "aud": aud, "iss": client_id, "sub": client_id,
         "jti": b64url(&jti), "nbf": now, "iat": now, "exp": now + 600,
@@ -68,7 +108,7 @@ pub(super) fn certificate_assertion(
             input.as_bytes(),
             &mut sig,
         )
-        .map_err(|_| format!("signing with the key in {shown} failed"))?;
+        .map_err(|_| CertificateError::Signing { path: owned() })?;
     Ok(Secret::new(format!("{input}.{}", b64url(&sig))))
 }
 
