@@ -5,14 +5,17 @@
 //! renewing an access token), `erase` (a token git reports refused), `signin` (people's
 //! sign-in flows), `report` (`status`, `doctor`) and `devops` (Azure DevOps' REST API).
 
+mod app_signin;
 mod devops;
 mod erase;
+mod registry;
 mod report;
 mod signin;
 mod tokens;
 
 use devops::*;
 use erase::*;
+use registry::Registry;
 pub use signin::LoginRequest;
 use signin::*;
 use tokens::*;
@@ -25,9 +28,10 @@ use super::endpoint;
 use super::loopback::{self, Redirect};
 use super::recent::Recent;
 use super::schedule;
-use super::sources::entra::{Entra, EntraError, TokenSet};
+use super::sources::entra::Entra;
 use super::sources::legacy::{self, Vssps};
 use super::sources::machine::{IdentityError, MachineIdentity};
+use super::sources::{SourceError, TokenSet};
 use super::store::{AccountRecord, AppRecord, OrgBinding, Records, StoreHandle};
 use crate::config::Config;
 use crate::daemon_protocol::{
@@ -37,7 +41,7 @@ use crate::policy;
 use crate::secret::Secret;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
@@ -106,9 +110,21 @@ struct Slot {
     wake: Notify,
     /// When a `get` last used it (machine identities: idle ones are dropped).
     last_used_ms: AtomicU64,
+    /// Removed from the registry, or replaced there: its refresher stops, and nothing it
+    /// refreshes reaches the store.
+    retired: AtomicBool,
 }
 
 impl Slot {
+    fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
+
     fn touch(&self, now: u64) {
         self.last_used_ms.store(now, Ordering::Relaxed);
     }
@@ -128,13 +144,8 @@ pub struct Broker {
     config: Config,
     /// Persistent records; held only by writers (sign-in, logout, discovery).
     records: tokio::sync::Mutex<Records>,
-    /// Organization → account id of the signed-in accounts, for the hot path.
-    index: RwLock<HashMap<String, String>>,
-    /// Organization → machine-identity slot id, for the organizations machine identities
-    /// served lately (`erase`, `status`); any caller can name an organization, so it is bounded.
-    machine_orgs: Mutex<Recent<String, String>>,
-    /// Account id → its tokens. Every account in the records has a slot.
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Which slot serves which organization (`registry.rs`).
+    registry: Registry,
     flows: Mutex<HashMap<String, watch::Receiver<FlowResult>>>,
     /// Legacy-app sign-ins waiting for the person to paste the redirected address.
     pastes: Mutex<HashMap<String, mpsc::Sender<Redirect>>>,
@@ -163,11 +174,6 @@ impl Broker {
         let (store, data_dir) = (StoreHandle::new(stores.secrets), stores.data_dir);
         let entra = Entra::new(http.clone(), &config.authority(), config.client_id());
         let vssps = Vssps::new(http.clone(), &config.legacy_oauth_url());
-        let index = records
-            .orgs
-            .iter()
-            .map(|(org, b)| (org.clone(), b.account.clone()))
-            .collect();
         let direct = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
@@ -183,9 +189,7 @@ impl Broker {
             data_dir,
             config,
             records: tokio::sync::Mutex::new(records.clone()),
-            index: RwLock::new(index),
-            machine_orgs: Mutex::new(Recent::new(MAX_MACHINE_ORGS)),
-            slots: Mutex::default(),
+            registry: Registry::new(&records),
             flows: Mutex::default(),
             pastes: Mutex::default(),
             vssps,
@@ -237,15 +241,9 @@ impl Broker {
             refresh_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             last_used_ms: AtomicU64::new(self.clock.now_ms()),
+            retired: AtomicBool::new(false),
         });
-        if let Some(old) = self
-            .slots
-            .lock()
-            .unwrap()
-            .insert(id.to_string(), slot.clone())
-        {
-            old.wake.notify_one();
-        }
+        self.registry.insert(slot.clone());
         tokio::spawn(self.clone().refresher(slot.clone()));
         slot
     }
@@ -253,43 +251,21 @@ impl Broker {
     /// Retires an account's slot and waits for a refresh it has in flight, so nothing it
     /// does afterwards can reach the store.
     async fn retire_slot(&self, id: &str) {
-        let old = self.slots.lock().unwrap().remove(id);
-        if let Some(old) = old {
-            old.wake.notify_one();
+        if let Some(old) = self.registry.remove(id) {
             let _flight = old.refresh_lock.lock().await;
         }
-    }
-
-    fn is_current(&self, slot: &Arc<Slot>) -> bool {
-        self.slots
-            .lock()
-            .unwrap()
-            .get(&slot.id)
-            .is_some_and(|c| Arc::ptr_eq(c, slot))
     }
 
     /// The slot of the account signed in for `org`, else of the machine identity that served
     /// it last.
     fn slot_for_org(&self, org: &str) -> Option<Arc<Slot>> {
-        let org = org.to_ascii_lowercase();
-        let id = self.index.read().unwrap().get(&org).cloned();
-        let id = id.or_else(|| self.machine_orgs.lock().unwrap().get(&org).cloned())?;
-        self.slots.lock().unwrap().get(&id).cloned()
+        self.registry.for_org(org)
     }
 
     /// Drops a machine identity's slot (idle, or the least recently used past the limit): its
     /// token and the variables it came with are gone, and its refresher stops.
     fn drop_machine_slot(&self, slot: &Arc<Slot>, why: &str) {
-        let mut slots = self.slots.lock().unwrap();
-        if slots.get(&slot.id).is_some_and(|c| Arc::ptr_eq(c, slot)) {
-            slots.remove(&slot.id);
-        }
-        drop(slots);
-        self.machine_orgs
-            .lock()
-            .unwrap()
-            .retain(|id| *id != slot.id);
-        slot.wake.notify_one();
+        self.registry.remove_machine(slot);
         tracing::info!(account = %slot.id, why, "machine identity dropped");
     }
 
@@ -304,10 +280,7 @@ impl Broker {
         let slot = self.identity_slot(&name, org, env);
         if let Ok(s) = &slot {
             s.touch(self.clock.now_ms());
-            self.machine_orgs
-                .lock()
-                .unwrap()
-                .put(org.to_ascii_lowercase(), s.id.clone());
+            self.registry.served_by_machine(org, &s.id);
         }
         Some(slot)
     }
@@ -341,7 +314,7 @@ impl Broker {
             .map(|b| format!("{b:02x}"))
             .collect();
         let id = format!("identity:{name}:{short}");
-        let existing = self.slots.lock().unwrap().get(&id).cloned();
+        let existing = self.registry.get(&id);
         let slot = match existing {
             Some(s) => s,
             None => {
@@ -368,7 +341,7 @@ impl Broker {
                     None => self.entra.authority().to_string(),
                 };
                 // Another first `get` may have made it meanwhile: keep that one.
-                let raced = self.slots.lock().unwrap().get(&id).cloned();
+                let raced = self.registry.get(&id);
                 match raced {
                     Some(s) => s,
                     None => {
@@ -392,14 +365,7 @@ impl Broker {
     /// [`MAX_MACHINE_SLOTS`] or more.
     fn make_room_for_a_machine_slot(&self) {
         loop {
-            let machines: Vec<Arc<Slot>> = self
-                .slots
-                .lock()
-                .unwrap()
-                .values()
-                .filter(|s| s.is_machine())
-                .cloned()
-                .collect();
+            let machines = self.registry.machines();
             if machines.len() < MAX_MACHINE_SLOTS {
                 return;
             }
@@ -459,12 +425,7 @@ impl Broker {
             return err(ErrorKind::Internal, e.to_string());
         }
         *records = next;
-        {
-            let mut index = self.index.write().unwrap();
-            for o in &removed {
-                index.remove(o);
-            }
-        }
+        self.registry.unbind(&removed);
         drop(records);
         match self.forget_accounts(unused).await {
             Ok(()) => Response::Done,

@@ -11,7 +11,7 @@ impl Broker {
             let Some(acct) = records.accounts.get(&binding.account) else {
                 continue;
             };
-            let slot = self.slots.lock().unwrap().get(&binding.account).cloned();
+            let slot = self.registry.get(&binding.account);
             let (expires, last, outcome) = match slot {
                 Some(s) => {
                     let st = s.state.lock().unwrap();
@@ -50,16 +50,14 @@ impl Broker {
         // Organizations served lately by a machine identity (from the configuration, not
         // records).
         let mut machine: Vec<(String, String)> = self
-            .machine_orgs
-            .lock()
-            .unwrap()
-            .entries()
-            .filter(|(org, _)| !records.orgs.contains_key(*org))
-            .map(|(o, id)| (o.clone(), id.clone()))
+            .registry
+            .machine_orgs()
+            .into_iter()
+            .filter(|(org, _)| !records.orgs.contains_key(org))
             .collect();
         machine.sort();
         for (org, id) in machine {
-            let Some(slot) = self.slots.lock().unwrap().get(&id).cloned() else {
+            let Some(slot) = self.registry.get(&id) else {
                 continue;
             };
             let Source::Machine(identity, _) = &slot.source else {
@@ -84,13 +82,7 @@ impl Broker {
                 refresh_token_store: "none (machine identity: no refresh token)".into(),
             });
         }
-        let machine_identities = self
-            .slots
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|s| s.is_machine())
-            .count();
+        let machine_identities = self.registry.machines().len();
         Response::Status(StatusView {
             daemon_version: crate::daemon_protocol::PACKAGE_VERSION.into(),
             pid: std::process::id(),
@@ -152,10 +144,7 @@ impl Broker {
             .filter(|(_, o)| o.identity.is_some())
             .map(|(name, _)| name.to_ascii_lowercase())
             .collect();
-        let served: Vec<String> = {
-            let machine = self.machine_orgs.lock().unwrap();
-            machine.entries().map(|(org, _)| org.clone()).collect()
-        };
+        let served = self.registry.machine_orgs().into_iter().map(|(org, _)| org);
         for org in served {
             if self.config.identity_for(&org).is_some() {
                 machine_orgs.push(org);

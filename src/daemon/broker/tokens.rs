@@ -182,7 +182,7 @@ impl Broker {
                     _ = self.shutdown.cancelled() => return,
                 }
             }
-            if !self.is_current(&slot) {
+            if slot.is_retired() {
                 return; // logged out, or replaced by a new sign-in
             }
         }
@@ -232,7 +232,7 @@ impl Broker {
             let result = tokio::time::timeout(MACHINE_LIMIT, acquire)
                 .await
                 .unwrap_or_else(|_| {
-                    Err(EntraError::Transient(format!(
+                    Err(SourceError::Transient(format!(
                         "{} did not give a token within {} seconds",
                         identity.describe(),
                         MACHINE_LIMIT.as_secs()
@@ -259,7 +259,7 @@ impl Broker {
                         return Err(err(ErrorKind::NeedsLogin, why));
                     }
                     Err(e) => {
-                        let e = EntraError::Transient(e.to_string());
+                        let e = SourceError::Transient(e.to_string());
                         return Err(self.failed(slot, ErrorKind::Unavailable, &e));
                     }
                 }
@@ -274,7 +274,7 @@ impl Broker {
                 "the legacy OAuth service this app was connected through",
                 &app.authority,
             ) {
-                Err(e) => Err(EntraError::SignInRequired(e.to_string())),
+                Err(e) => Err(SourceError::SignInRequired(e.to_string())),
                 Ok(()) => match self.app_of(slot, app).await {
                     Ok(a) => {
                         Vssps::new(self.http.clone(), &app.authority)
@@ -288,7 +288,7 @@ impl Broker {
                 "the authority this account signed in at",
                 &at.authority,
             ) {
-                Err(e) => Err(EntraError::SignInRequired(e.to_string())),
+                Err(e) => Err(SourceError::SignInRequired(e.to_string())),
                 Ok(()) => {
                     Entra::new(self.http.clone(), &at.authority, &at.client_id)
                         .refresh(&slot.tenant, &refresh_token, claims.as_deref())
@@ -302,7 +302,7 @@ impl Broker {
                 crashpoint::reached(crashpoint::AFTER_RESPONSE);
                 self.install(slot, set, claims.is_some()).await
             }
-            Err(EntraError::SignInRequired(m)) => {
+            Err(SourceError::SignInRequired(m)) => {
                 tracing::warn!(account = %slot.id, reason = %m, "sign-in required");
                 let mut st = slot.state.lock().unwrap();
                 st.needs_login = Some(m.clone());
@@ -313,7 +313,7 @@ impl Broker {
             }
             // A legacy app's client secret refused: signing in again with the same secret
             // cannot help.
-            Err(e @ EntraError::Rejected(_)) if matches!(slot.source, Source::App(_)) => {
+            Err(e @ SourceError::Rejected(_)) if matches!(slot.source, Source::App(_)) => {
                 Err(self.failed(slot, ErrorKind::Misconfigured, &e))
             }
             Err(e) => Err(self.failed(slot, ErrorKind::Unavailable, &e)),
@@ -325,7 +325,7 @@ impl Broker {
         &self,
         slot: &Slot,
         app: &AppSource,
-    ) -> Result<legacy::App, EntraError> {
+    ) -> Result<legacy::App, SourceError> {
         let known = app.secret.lock().unwrap().clone();
         let secret = match known {
             Some(s) => s,
@@ -337,13 +337,13 @@ impl Broker {
                         s
                     }
                     Ok(None) => {
-                        return Err(EntraError::SignInRequired(format!(
+                        return Err(SourceError::SignInRequired(format!(
                             "the client secret of app {} is not in the secret store (store: {})",
                             app.record.app_id,
                             self.store.kind()
                         )));
                     }
-                    Err(e) => return Err(EntraError::Transient(e.to_string())),
+                    Err(e) => return Err(SourceError::Transient(e.to_string())),
                 }
             }
         };
@@ -356,7 +356,7 @@ impl Broker {
 
     /// Records a failed refresh and schedules the next try: exponential back-off from 2 s to
     /// a minute, and never sooner than the server's `Retry-After`.
-    pub(super) fn failed(&self, slot: &Slot, kind: ErrorKind, e: &EntraError) -> Response {
+    pub(super) fn failed(&self, slot: &Slot, kind: ErrorKind, e: &SourceError) -> Response {
         let message = e.to_string();
         tracing::warn!(account = %slot.id, error = %message, "refresh failed");
         let mut st = slot.state.lock().unwrap();
@@ -385,7 +385,7 @@ impl Broker {
         let mut outcome = "ok".to_string();
         // A retired slot (logged out, or replaced by a new sign-in) must not write to the
         // store: that would resurrect a forgotten refresh token or overwrite the new one.
-        if let Some(rt) = set.refresh.as_ref().filter(|_| self.is_current(slot)) {
+        if let Some(rt) = set.refresh.as_ref().filter(|_| !slot.is_retired()) {
             let (id, rt2) = (slot.id.clone(), rt.clone());
             if let Err(e) = self
                 .store
@@ -407,7 +407,7 @@ impl Broker {
         }
         if cached.lifetime_ms() < MIN_LIFETIME_MS {
             drop(st);
-            let e = EntraError::Transient(format!(
+            let e = SourceError::Transient(format!(
                 "the new access token expires {} ms after it arrived, too soon to use",
                 cached.lifetime_ms()
             ));

@@ -4,6 +4,7 @@
 //! Owns the mapping from Entra's answers (and its `AADSTS` error codes) to what the daemon
 //! does next: retry later, or ask the person to sign in again.
 
+use super::{SourceError, TokenSet};
 use crate::secret::Secret;
 use oauth2::basic::BasicClient;
 use oauth2::{
@@ -26,53 +27,6 @@ pub struct EntraDeviceFields {
 impl ExtraDeviceAuthorizationFields for EntraDeviceFields {}
 
 pub type DeviceDetails = DeviceAuthorizationResponse<EntraDeviceFields>;
-
-/// What a successful token request gives.
-#[derive(Debug)]
-pub struct TokenSet {
-    pub access: Secret,
-    pub refresh: Option<Secret>,
-    pub expires_in: Duration,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EntraError {
-    /// The grant is gone (revoked, expired, password changed, policy): sign in again.
-    #[error("{0}")]
-    SignInRequired(String),
-    /// The person declined, or the code expired.
-    #[error("{0}")]
-    LoginFailed(String),
-    /// Entra or the network failed; the same request may work later.
-    #[error("{0}")]
-    Transient(String),
-    /// Entra answered 429 or 5xx with `Retry-After`: the same request, no sooner than that.
-    #[error("{message}")]
-    Throttled {
-        message: String,
-        retry_after: Duration,
-    },
-    /// The request is wrong for this tenant or client (configuration).
-    #[error("{0}")]
-    Rejected(String),
-}
-
-impl EntraError {
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            EntraError::Transient(_) | EntraError::Throttled { .. }
-        )
-    }
-
-    /// How long the server asked us to wait before the next try, if it did.
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            EntraError::Throttled { retry_after, .. } => Some(*retry_after),
-            _ => None,
-        }
-    }
-}
 
 /// The longest `Retry-After` honoured; a larger one is taken as this.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
@@ -111,7 +65,7 @@ fn describe<T: oauth2::ErrorResponseType + AsRef<str>>(err: &StandardErrorRespon
 pub(super) fn classify<RE: std::error::Error + 'static, T>(
     what: &str,
     err: RequestTokenError<RE, StandardErrorResponse<T>>,
-) -> EntraError
+) -> SourceError
 where
     T: oauth2::ErrorResponseType + AsRef<str> + std::fmt::Display + 'static,
 {
@@ -121,32 +75,32 @@ where
             let text = format!("Entra ID refused the {what}: {}", describe(&resp));
             match code.as_str() {
                 "invalid_grant" | "interaction_required" | "consent_required" => {
-                    EntraError::SignInRequired(text)
+                    SourceError::SignInRequired(text)
                 }
                 "authorization_declined" | "expired_token" | "bad_verification_code" => {
-                    EntraError::LoginFailed(text)
+                    SourceError::LoginFailed(text)
                 }
                 "invalid_client"
                 | "unauthorized_client"
                 | "invalid_scope"
                 | "invalid_request"
-                | "unsupported_grant_type" => EntraError::Rejected(text),
-                _ => EntraError::Transient(text),
+                | "unsupported_grant_type" => SourceError::Rejected(text),
+                _ => SourceError::Transient(text),
             }
         }
         RequestTokenError::Request(e) => {
             // reqwest's message names the URL, never the form body.
-            EntraError::Transient(format!(
+            SourceError::Transient(format!(
                 "could not reach Entra ID for the {what}: {}",
                 crate::daemon::error_chain(&e)
             ))
         }
         // Never print the body: it may be a half-readable token response.
         RequestTokenError::Parse(_, _) => {
-            EntraError::Transient(format!("Entra ID's answer to the {what} was not readable"))
+            SourceError::Transient(format!("Entra ID's answer to the {what} was not readable"))
         }
         // oauth2's own complaint (an answer that is not JSON, say), never a body.
-        RequestTokenError::Other(m) => EntraError::Transient(format!(
+        RequestTokenError::Other(m) => SourceError::Transient(format!(
             "Entra ID's answer to the {what} was not readable ({m})"
         )),
     }
@@ -185,9 +139,9 @@ impl Entra {
         &self.authority
     }
 
-    fn client(&self, tenant: &str) -> Result<DeviceClient, EntraError> {
+    fn client(&self, tenant: &str) -> Result<DeviceClient, SourceError> {
         let base = format!("{}/{}/oauth2/v2.0", self.authority, tenant);
-        let bad = |e: url::ParseError| EntraError::Rejected(format!("bad authority URL: {e}"));
+        let bad = |e: url::ParseError| SourceError::Rejected(format!("bad authority URL: {e}"));
         Ok(BasicClient::new(ClientId::new(self.client_id.clone()))
             .set_device_authorization_url(
                 DeviceAuthorizationUrl::new(format!("{base}/devicecode")).map_err(bad)?,
@@ -196,9 +150,9 @@ impl Entra {
             .set_auth_type(oauth2::AuthType::RequestBody))
     }
 
-    fn code_client(&self, tenant: &str, redirect_uri: &str) -> Result<CodeClient, EntraError> {
+    fn code_client(&self, tenant: &str, redirect_uri: &str) -> Result<CodeClient, SourceError> {
         let base = format!("{}/{}/oauth2/v2.0", self.authority, tenant);
-        let bad = |e: url::ParseError| EntraError::Rejected(format!("bad authority URL: {e}"));
+        let bad = |e: url::ParseError| SourceError::Rejected(format!("bad authority URL: {e}"));
         Ok(BasicClient::new(ClientId::new(self.client_id.clone()))
             .set_auth_uri(AuthUrl::new(format!("{base}/authorize")).map_err(bad)?)
             .set_token_uri(TokenUrl::new(format!("{base}/token")).map_err(bad)?)
@@ -212,7 +166,7 @@ impl Entra {
         &self,
         tenant: &str,
         redirect_uri: &str,
-    ) -> Result<BrowserSignIn, EntraError> {
+    ) -> Result<BrowserSignIn, SourceError> {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state) = self
             .code_client(tenant, redirect_uri)?
@@ -235,7 +189,7 @@ impl Entra {
         tenant: &str,
         sign_in: BrowserSignIn,
         code: &Secret,
-    ) -> Result<TokenSet, EntraError> {
+    ) -> Result<TokenSet, SourceError> {
         self.code_client(tenant, &sign_in.redirect_uri)?
             .exchange_code(AuthorizationCode::new(code.expose().to_string()))
             .set_pkce_verifier(sign_in.verifier)
@@ -253,7 +207,7 @@ impl Entra {
     }
 
     /// Starts a device-code sign-in in `tenant`.
-    pub async fn device_code(&self, tenant: &str) -> Result<DeviceDetails, EntraError> {
+    pub async fn device_code(&self, tenant: &str) -> Result<DeviceDetails, SourceError> {
         self.client(tenant)?
             .exchange_device_code()
             .add_scopes(Self::scopes())
@@ -268,7 +222,7 @@ impl Entra {
         &self,
         tenant: &str,
         details: &DeviceDetails,
-    ) -> Result<TokenSet, EntraError> {
+    ) -> Result<TokenSet, SourceError> {
         let client = self.client(tenant)?;
         let limit = details.expires_in() + Duration::from_secs(5);
         let poll = client
@@ -276,7 +230,7 @@ impl Entra {
             .set_max_backoff_interval(Duration::from_secs(30))
             .request_async(&self.http, tokio::time::sleep, Some(details.expires_in()));
         match tokio::time::timeout(limit, poll).await {
-            Err(_) => Err(EntraError::LoginFailed(
+            Err(_) => Err(SourceError::LoginFailed(
                 "the sign-in code expired before the sign-in finished".into(),
             )),
             Ok(r) => r.map(to_set).map_err(|e| classify("sign-in", e)),
@@ -289,7 +243,7 @@ impl Entra {
         tenant: &str,
         refresh_token: &Secret,
         claims: Option<&str>,
-    ) -> Result<TokenSet, EntraError> {
+    ) -> Result<TokenSet, SourceError> {
         let client = self.client(tenant)?;
         let rt = RefreshToken::new(refresh_token.expose().to_string());
         let mut req = client
@@ -325,21 +279,21 @@ impl Entra {
             .map(to_set)
             .map_err(|e| match (classify("token refresh", e), seen) {
                 (
-                    EntraError::Transient(_),
+                    SourceError::Transient(_),
                     Seen {
                         timed_out: true, ..
                     },
-                ) => EntraError::Transient(
+                ) => SourceError::Transient(
                     "Entra ID did not answer the token refresh within the daemon's http_timeout"
                         .into(),
                 ),
                 (
-                    EntraError::Transient(message),
+                    SourceError::Transient(message),
                     Seen {
                         retry_after: Some(retry_after),
                         ..
                     },
-                ) => EntraError::Throttled {
+                ) => SourceError::Throttled {
                     message: format!("{message} (asked to wait {} s)", retry_after.as_secs()),
                     retry_after,
                 },

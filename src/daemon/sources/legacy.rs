@@ -7,7 +7,7 @@
 //! the client secret as `client_assertion`, `expires_in` is a string, errors use `Error` and
 //! `ErrorDescription`), so the requests are built here rather than through the `oauth2` crate.
 
-use super::entra::{EntraError, TokenSet};
+use super::{SourceError, TokenSet};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::path::Path;
@@ -75,13 +75,17 @@ impl Vssps {
     }
 
     /// Redeems the authorization code the callback received.
-    pub async fn redeem(&self, app: &App, code: &Secret) -> Result<TokenSet, EntraError> {
+    pub async fn redeem(&self, app: &App, code: &Secret) -> Result<TokenSet, SourceError> {
         self.token(app, CODE_GRANT, code, "the authorization code")
             .await
     }
 
     /// Redeems a refresh token; the answer carries the next one (rotation).
-    pub async fn refresh(&self, app: &App, refresh_token: &Secret) -> Result<TokenSet, EntraError> {
+    pub async fn refresh(
+        &self,
+        app: &App,
+        refresh_token: &Secret,
+    ) -> Result<TokenSet, SourceError> {
         self.token(app, "refresh_token", refresh_token, "the refresh token")
             .await
     }
@@ -92,7 +96,7 @@ impl Vssps {
         grant: &str,
         assertion: &Secret,
         what: &str,
-    ) -> Result<TokenSet, EntraError> {
+    ) -> Result<TokenSet, SourceError> {
         let url = format!("{}/oauth2/token", self.base);
         let form = [
             ("client_assertion_type", ASSERTION_TYPE),
@@ -109,7 +113,7 @@ impl Vssps {
             .send()
             .await
             .map_err(|e| {
-                EntraError::Transient(format!(
+                SourceError::Transient(format!(
                     "cannot reach {url}: {}",
                     crate::daemon::error_chain(&e)
                 ))
@@ -118,15 +122,15 @@ impl Vssps {
         let body = resp
             .bytes()
             .await
-            .map_err(|e| EntraError::Transient(format!("{url} broke off its answer: {e}")))?;
+            .map_err(|e| SourceError::Transient(format!("{url} broke off its answer: {e}")))?;
         if status.is_success() {
             let parsed: TokenBody = serde_json::from_slice(&body).map_err(|_| {
-                EntraError::Transient(format!(
+                SourceError::Transient(format!(
                     "{url} answered {status} with something other than a token"
                 ))
             })?;
             let Some(access) = parsed.access_token else {
-                return Err(EntraError::Transient(format!(
+                return Err(SourceError::Transient(format!(
                     "{url} answered {status} without an access token"
                 )));
             };
@@ -158,21 +162,21 @@ impl Vssps {
         };
         Err(
             if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
-                EntraError::Transient(format!("Azure DevOps OAuth answered {said}"))
+                SourceError::Transient(format!("Azure DevOps OAuth answered {said}"))
             } else if code.eq_ignore_ascii_case("invalid_client") || status.as_u16() == 401 {
-                EntraError::Rejected(format!(
+                SourceError::Rejected(format!(
                     "Azure DevOps refused the client secret of app {} ({said}); check it at https://app.vsaex.visualstudio.com/me, then run login --app-id again",
                     app.app_id
                 ))
             } else if code.eq_ignore_ascii_case("invalid_grant") {
-                EntraError::SignInRequired(format!(
+                SourceError::SignInRequired(format!(
                     "Azure DevOps no longer accepts {what} of app {} ({said})",
                     app.app_id
                 ))
             } else if code.is_empty() {
-                EntraError::Transient(format!("Azure DevOps OAuth answered {said}"))
+                SourceError::Transient(format!("Azure DevOps OAuth answered {said}"))
             } else {
-                EntraError::Rejected(format!("Azure DevOps OAuth refused the request ({said})"))
+                SourceError::Rejected(format!("Azure DevOps OAuth refused the request ({said})"))
             },
         )
     }

@@ -16,7 +16,8 @@ use federated::*;
 use managed::*;
 use principal::*;
 
-use super::entra::{AZURE_DEVOPS_SCOPE, EntraError, TokenSet};
+use super::entra::AZURE_DEVOPS_SCOPE;
+use super::{SourceError, TokenSet};
 use crate::config::IdentityConfig;
 use crate::daemon::endpoint;
 use crate::secret::Secret;
@@ -403,7 +404,7 @@ impl MachineIdentity {
         http: &reqwest::Client,
         direct: &reqwest::Client,
         authority: &str,
-    ) -> Result<TokenSet, EntraError> {
+    ) -> Result<TokenSet, SourceError> {
         match self {
             MachineIdentity::ManagedIdentity {
                 user_assigned,
@@ -420,7 +421,7 @@ impl MachineIdentity {
                 SpCredential::Certificate { path, send_chain } => {
                     let aud = format!("{authority}/{tenant}/oauth2/v2.0/token");
                     let assertion = certificate_assertion(path, client_id, &aud, *send_chain)
-                        .map_err(|e| EntraError::Rejected(e.to_string()))?;
+                        .map_err(|e| SourceError::Rejected(e.to_string()))?;
                     client_credentials(http, authority, tenant, client_id, None, Some(&assertion))
                         .await
                 }

@@ -10,7 +10,7 @@ pub(super) const EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 pub(super) async fn federated_token(
     http: &reqwest::Client,
     source: &AssertionSource,
-) -> Result<Secret, EntraError> {
+) -> Result<Secret, SourceError> {
     #[derive(Deserialize)]
     struct GitHub {
         value: Secret,
@@ -21,27 +21,27 @@ pub(super) async fn federated_token(
         oidc_token: Secret,
     }
     let unreadable =
-        |what: &str| EntraError::Transient(format!("{what}'s answer was not readable"));
+        |what: &str| SourceError::Transient(format!("{what}'s answer was not readable"));
     let check = |what: &str, r: reqwest::Response| {
         if r.status().is_success() {
             Ok(r)
         } else {
             let msg = format!("{what} answered {}", r.status());
             Err(if r.status().is_server_error() {
-                EntraError::Transient(msg)
+                SourceError::Transient(msg)
             } else {
-                EntraError::Rejected(msg)
+                SourceError::Rejected(msg)
             })
         }
     };
     let net =
-        |what: &str, e: reqwest::Error| EntraError::Transient(format!("cannot reach {what}: {e}"));
+        |what: &str, e: reqwest::Error| SourceError::Transient(format!("cannot reach {what}: {e}"));
     match source {
         // Re-read on every exchange: the platform rotates the file.
         AssertionSource::File(f) => std::fs::read_to_string(f)
             .map(|t| Secret::new(t.trim().to_string()))
             .map_err(|e| {
-                EntraError::Rejected(format!(
+                SourceError::Rejected(format!(
                     "cannot read the federated token file {}: {e}",
                     f.display()
                 ))

@@ -13,18 +13,18 @@ pub(super) const IMDS: &str = "http://169.254.169.254";
 pub(super) async fn arc(
     req: reqwest::RequestBuilder,
     endpoint: &str,
-) -> Result<TokenSet, EntraError> {
+) -> Result<TokenSet, SourceError> {
     let what = "Azure Arc identity endpoint";
     let host = url::Url::parse(endpoint)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_default();
     if !matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]") {
-        return Err(EntraError::Rejected(format!(
+        return Err(SourceError::Rejected(format!(
             "the {what} must be on this machine (localhost), not '{host}'"
         )));
     }
-    let net = |e: reqwest::Error| EntraError::Transient(format!("cannot reach the {what}: {e}"));
+    let net = |e: reqwest::Error| SourceError::Transient(format!("cannot reach the {what}: {e}"));
     let first = req
         .try_clone()
         .expect("a GET without a body clones")
@@ -38,14 +38,14 @@ pub(super) async fn arc(
         .and_then(|v| v.trim().strip_prefix("Basic realm="))
         .map(|p| p.trim_matches('"').to_string());
     let Some(key_file) = realm.filter(|_| first.status().as_u16() == 401) else {
-        return Err(EntraError::Rejected(format!(
+        return Err(SourceError::Rejected(format!(
             "the {what} answered {} without its key-file challenge",
             first.status()
         )));
     };
     // Only a small `.key` file: never send an arbitrary file's content anywhere.
     let meta = std::fs::metadata(&key_file).map_err(|e| {
-        EntraError::Rejected(format!("cannot read the Arc key file {key_file}: {e}"))
+        SourceError::Rejected(format!("cannot read the Arc key file {key_file}: {e}"))
     })?;
     let dir = env("GIT_CREDENTIAL_AZDO_ARC_TOKENS_DIR")
         .unwrap_or_else(|| "/var/opt/azcmagent/tokens".into());
@@ -55,12 +55,12 @@ pub(super) async fn arc(
         .zip(std::fs::canonicalize(&dir).ok())
         .is_some_and(|(parent, dir)| parent == dir);
     if !key_file.ends_with(".key") || meta.len() > 4096 || !in_dir {
-        return Err(EntraError::Rejected(format!(
+        return Err(SourceError::Rejected(format!(
             "the {what} named {key_file}, which is not an Arc key file"
         )));
     }
     let key = std::fs::read_to_string(&key_file).map_err(|e| {
-        EntraError::Rejected(format!("cannot read the Arc key file {key_file}: {e}"))
+        SourceError::Rejected(format!("cannot read the Arc key file {key_file}: {e}"))
     })?;
     let resp = req
         .header("Authorization", format!("Basic {}", key.trim()))
@@ -68,7 +68,7 @@ pub(super) async fn arc(
         .await
         .map_err(net)?;
     if !resp.status().is_success() {
-        return Err(EntraError::Rejected(format!(
+        return Err(SourceError::Rejected(format!(
             "the {what} answered {} to the key file's proof",
             resp.status()
         )));
@@ -77,11 +77,11 @@ pub(super) async fn arc(
 }
 
 /// Reads a managed-identity token answer.
-pub(super) async fn mi_token(resp: reqwest::Response, what: &str) -> Result<TokenSet, EntraError> {
+pub(super) async fn mi_token(resp: reqwest::Response, what: &str) -> Result<TokenSet, SourceError> {
     let t: MiToken = resp
         .json()
         .await
-        .map_err(|_| EntraError::Transient(format!("the {what}'s answer was not readable")))?;
+        .map_err(|_| SourceError::Transient(format!("the {what}'s answer was not readable")))?;
     let now = crate::clock::unix_secs();
     let expires_in = number(&t.expires_in)
         .or_else(|| number(&t.expires_on).map(|on| on.saturating_sub(now)))
@@ -115,7 +115,7 @@ pub(super) async fn managed_identity(
     http: &reqwest::Client,
     user_assigned: Option<&UserAssigned>,
     at: &MiEndpoint,
-) -> Result<TokenSet, EntraError> {
+) -> Result<TokenSet, SourceError> {
     let (mut req, what) = match (
         at.identity_endpoint.clone(),
         at.identity_header.as_ref().map(|h| h.expose().to_string()),
@@ -132,7 +132,7 @@ pub(super) async fn managed_identity(
         ),
         (Some(endpoint), None, Some(_)) => {
             if user_assigned.is_some() {
-                return Err(EntraError::Rejected(
+                return Err(SourceError::Rejected(
                     "Azure Arc supports only the system-assigned identity".into(),
                 ));
             }
@@ -178,7 +178,7 @@ pub(super) async fn managed_identity(
             break;
         };
         let resp = this.timeout(Duration::from_secs(10)).send().await.map_err(|e| {
-            EntraError::Transient(format!("cannot reach the {what}: {e} (is this an Azure machine with a managed identity?)"))
+            SourceError::Transient(format!("cannot reach the {what}: {e} (is this an Azure machine with a managed identity?)"))
         })?;
         let status = resp.status().as_u16();
         if matches!(status, 404 | 410 | 429 | 500..=599) && attempt < 5 {
@@ -210,13 +210,13 @@ pub(super) async fn managed_identity(
                 .or(detail["message"].as_str())
                 .or(detail["error"].as_str())
                 .unwrap_or("no details");
-            return Err(EntraError::Rejected(format!(
+            return Err(SourceError::Rejected(format!(
                 "the {what} answered {status}: {desc}"
             )));
         }
         return mi_token(resp, what).await;
     }
-    Err(EntraError::Transient(format!(
+    Err(SourceError::Transient(format!(
         "the {what} stayed busy after 5 tries"
     )))
 }

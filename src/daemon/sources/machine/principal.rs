@@ -120,9 +120,9 @@ pub(super) async fn client_credentials(
     client_id: &str,
     secret: Option<&Secret>,
     assertion: Option<&Secret>,
-) -> Result<TokenSet, EntraError> {
+) -> Result<TokenSet, SourceError> {
     let token_url = TokenUrl::new(format!("{authority}/{tenant}/oauth2/v2.0/token"))
-        .map_err(|e| EntraError::Rejected(format!("bad authority URL: {e}")))?;
+        .map_err(|e| SourceError::Rejected(format!("bad authority URL: {e}")))?;
     let mut client = BasicClient::new(ClientId::new(client_id.to_string()))
         .set_token_uri(token_url)
         .set_auth_type(oauth2::AuthType::RequestBody);
