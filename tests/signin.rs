@@ -5,6 +5,7 @@ mod common;
 
 use common::MockEntra;
 use common::harness::{World, ok, text, token, wait_until};
+use git_credential_azdo::daemon::clock::Clock;
 use std::time::{Duration, Instant};
 
 const OTHER_TENANT: &str = "0f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b";
@@ -308,6 +309,46 @@ fn logout_one_organization_then_all() {
     assert_eq!(rts(), 0);
     let status = text(&w.client(&["status"], "").stdout);
     assert!(status.contains("no organization connected"), "{status}");
+}
+
+/// Disconnecting retires the account's slot: its refresher stops, and nothing it refreshes
+/// reaches the store again, so a disconnected account's refresh token never comes back. The
+/// daemon runs in this process on a manual clock, moved past every token's renewal after the
+/// logout; the account still connected (another tenant) is renewed, the disconnected one not.
+#[test]
+fn a_disconnected_account_is_never_refreshed_or_stored_again() {
+    let w = World::new();
+    w.ado.set_org_tenant("fabrikam", OTHER_TENANT);
+    let daemon = w.daemon_in_process(Clock::manual(), tracing::Level::TRACE);
+    w.login("contoso");
+    w.login("fabrikam");
+    let rts = || -> usize {
+        let s = std::fs::read_to_string(w.path("data/git-credential-azdo/refresh-tokens.json"))
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&s)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .len()
+    };
+    ok(
+        &w,
+        &w.client(&["logout", "--org", "contoso"], ""),
+        "logout contoso",
+    );
+    assert_eq!(rts(), 1);
+    let before = w.entra.stats().refresh_ok;
+    daemon.clock.advance(Duration::from_secs(3 * 3600));
+    assert!(
+        wait_until(Duration::from_secs(10), || w.entra.stats().refresh_ok > before),
+        "the connected account was not renewed"
+    );
+    // Both refreshers woke together; give a disconnected one time to be seen.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.entra.stats().refresh_ok, before + 1, "{}", w.log());
+    assert_eq!(rts(), 1, "a disconnected account's refresh token came back");
+    assert!(w.get("contoso", true).stdout.is_empty());
+    assert!(token(&w.get("fabrikam", true)).is_some());
 }
 
 /// An account of another tenant is refreshed at that tenant after a restart: Entra redeems a
