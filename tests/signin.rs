@@ -340,7 +340,8 @@ fn a_disconnected_account_is_never_refreshed_or_stored_again() {
     let before = w.entra.stats().refresh_ok;
     daemon.clock.advance(Duration::from_secs(3 * 3600));
     assert!(
-        wait_until(Duration::from_secs(10), || w.entra.stats().refresh_ok > before),
+        wait_until(Duration::from_secs(10), || w.entra.stats().refresh_ok
+            > before),
         "the connected account was not renewed"
     );
     // Both refreshers woke together; give a disconnected one time to be seen.
