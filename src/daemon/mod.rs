@@ -1,5 +1,6 @@
-//! The daemon: one per user, started on demand. Owns start-up (private socket directory,
-//! pid-file lock, stale-socket recovery, readiness signal), the HTTP client, and shutdown.
+//! The daemon: one per user, started on demand. Owns start-up at the user's paths (private
+//! socket directory, pid-file lock, stale-socket recovery, readiness signal) and the
+//! composition root, `run`, which assembles what `setup.rs` describes and serves it.
 
 mod broker;
 mod challenge;
@@ -13,23 +14,23 @@ mod loopback;
 mod recent;
 mod schedule;
 mod server;
+pub(crate) mod setup;
 mod sources;
 pub mod store;
 
-use crate::config::Config;
+use setup::http_client;
+pub use setup::{DaemonError, Settings, Stores};
+
 use crate::paths;
-use crate::secret::Secret;
 use clock::Clock;
 use interprocess::local_socket::tokio::Listener;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
-use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Raises the soft limit on open files to the hard limit: each waiting client holds a
@@ -51,30 +52,6 @@ pub fn raise_fd_limit() {
             }
         }
     }
-}
-
-/// An error and its causes on one line (reqwest's top-level message alone hides the cause).
-/// reqwest names URLs in its errors, never request bodies.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        msg.push_str(&format!(": {s}"));
-        src = s.source();
-    }
-    msg
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error("{0}")]
-    Setup(String),
-    #[error("cannot open the OS keyring (store = \"keyring\" in the configuration): {0}")]
-    Store(store::StoreError),
-    #[error("cannot read the account records: {0}")]
-    Records(store::StoreError),
 }
 
 /// How a run ended.
@@ -132,92 +109,6 @@ fn lock_pid_file(path: &Path) -> Result<Option<File>, DaemonError> {
             "cannot lock {}: {e}",
             path.display()
         ))),
-    }
-}
-
-/// The daemon's one HTTP client: OS trust store (and `SSL_CERT_FILE` for a service), plus the
-/// configuration's `ssl_cert_file`; proxy from the configuration (with its `no_proxy`) or, for a
-/// service, the environment; connect and total timeouts, no redirects.
-fn http_client(config: &Config) -> Result<reqwest::Client, DaemonError> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10).min(config.http_timeout()))
-        .timeout(config.http_timeout())
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("git-credential-azdo/", env!("CARGO_PKG_VERSION")));
-    if let Some(p) = &config.proxy {
-        // Not quoted in the error: a proxy URL may carry a password.
-        let no_proxy = match &config.no_proxy {
-            Some(list) => reqwest::NoProxy::from_string(list),
-            None => reqwest::NoProxy::from_env(),
-        };
-        let proxy = reqwest::Proxy::all(p)
-            .map_err(|_| {
-                DaemonError::Setup("the proxy in the configuration is not a valid URL".into())
-            })?
-            .no_proxy(no_proxy);
-        b = b.proxy(proxy);
-    }
-    if let Some(file) = &config.ssl_cert_file {
-        let pem = fs::read(file)
-            .map_err(|e| DaemonError::Setup(format!("cannot read ssl_cert_file {file}: {e}")))?;
-        let roots = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            DaemonError::Setup(format!(
-                "ssl_cert_file {file} holds no PEM certificates: {e}"
-            ))
-        })?;
-        for root in roots {
-            b = b.add_root_certificate(root);
-        }
-    }
-    b.build()
-        .map_err(|e| DaemonError::Setup(format!("cannot set up HTTPS: {e}")))
-}
-
-/// The daemon's settings, read once by its binary (the one place that reads the environment
-/// for them): the configuration file, with `AZURE_AUTHORITY_HOST` over its `authority_host`,
-/// and the identity variables of a daemon run as a service, used for requests that carry none
-/// (empty when started on demand; see `launch`).
-#[derive(Clone, Default)]
-pub struct Settings {
-    pub config: Config,
-    pub service_identity: BTreeMap<String, Secret>,
-}
-
-impl Settings {
-    /// The default configuration file and this process's environment.
-    pub fn from_environment(service: bool) -> Result<Settings, DaemonError> {
-        let mut config = Config::load_default()?;
-        if let Some(host) = std::env::var("AZURE_AUTHORITY_HOST")
-            .ok()
-            .filter(|s| !s.is_empty())
-        {
-            config.authority_host = Some(host);
-        }
-        Ok(Settings {
-            config,
-            service_identity: match service {
-                true => crate::launch::identity_variables(),
-                false => BTreeMap::new(),
-            },
-        })
-    }
-}
-
-/// Where the daemon keeps what outlives a request: the secret store (refresh tokens, legacy
-/// apps' secrets) and the data directory (the account records).
-#[derive(Clone)]
-pub struct Stores {
-    pub secrets: Arc<dyn store::SecretStore>,
-    pub data_dir: PathBuf,
-}
-
-impl Stores {
-    /// The configured secret store (`store` in the configuration) and `data_dir`.
-    pub async fn open(config: &Config, data_dir: PathBuf) -> Result<Stores, DaemonError> {
-        let secrets = store::choose(config.store, &data_dir)
-            .await
-            .map_err(DaemonError::Store)?;
-        Ok(Stores { secrets, data_dir })
     }
 }
 

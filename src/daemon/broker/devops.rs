@@ -44,7 +44,8 @@ impl Broker {
     ) -> Result<ConnectionUser, WhoError> {
         let url = format!("{}/_apis/connectionData", discovery::probe_url(host, org));
         let resp = self.http.get(&url).bearer_auth(token.expose()).send().await;
-        let r = resp.map_err(|e| WhoError::Network(url.clone(), crate::daemon::error_chain(&e)))?;
+        let r = resp
+            .map_err(|e| WhoError::Network(url.clone(), crate::daemon::setup::error_chain(&e)))?;
         if r.status() != reqwest::StatusCode::OK {
             return Err(WhoError::Status(url, r.status()));
         }

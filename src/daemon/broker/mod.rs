@@ -160,14 +160,14 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(
-        settings: super::Settings,
+        settings: super::setup::Settings,
         http: reqwest::Client,
-        stores: super::Stores,
+        stores: super::setup::Stores,
         records: Records,
         clock: Clock,
         shutdown: CancellationToken,
     ) -> Arc<Broker> {
-        let super::Settings {
+        let super::setup::Settings {
             config,
             service_identity,
         } = settings;

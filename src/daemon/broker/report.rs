@@ -247,7 +247,7 @@ impl Broker {
                 format!("{url} answered {} {via}", r.status().as_u16()),
             ),
             Err(e) => {
-                let msg = crate::daemon::error_chain(&e);
+                let msg = crate::daemon::setup::error_chain(&e);
                 Check::fail(
                     what,
                     format!("cannot reach {url} {via}: {msg}"),

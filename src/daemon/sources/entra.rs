@@ -92,7 +92,7 @@ where
             // reqwest's message names the URL, never the form body.
             SourceError::Transient(format!(
                 "could not reach Entra ID for the {what}: {}",
-                crate::daemon::error_chain(&e)
+                crate::daemon::setup::error_chain(&e)
             ))
         }
         // Never print the body: it may be a half-readable token response.

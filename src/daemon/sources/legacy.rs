@@ -115,7 +115,7 @@ impl Vssps {
             .map_err(|e| {
                 SourceError::Transient(format!(
                     "cannot reach {url}: {}",
-                    crate::daemon::error_chain(&e)
+                    crate::daemon::setup::error_chain(&e)
                 ))
             })?;
         let status = resp.status();
