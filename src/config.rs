@@ -217,6 +217,56 @@ impl Config {
             .or(self.identity.as_deref())
     }
 
+    /// For an organization with no identity configured, when the caller has identity variables
+    /// set (`set`: their names): the configuration that would use them, naming the variables.
+    /// The variables alone never choose an identity (see docs/build-agents.md): a person's
+    /// shell that exports them for another tool must not turn their git into that identity.
+    pub fn identity_fix(&self, org: &str, set: &[&str]) -> Option<String> {
+        if self.identity_for(org).is_some() {
+            return None;
+        }
+        // The variables that say who, not how (the authority, the chain flag).
+        let seen: Vec<&str> = set
+            .iter()
+            .copied()
+            .filter(|v| {
+                !matches!(
+                    *v,
+                    "AZURE_AUTHORITY_HOST" | "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN"
+                )
+            })
+            .collect();
+        if seen.is_empty() {
+            return None;
+        }
+        let has = |v: &str| seen.contains(&v);
+        let kind = if has("AZURE_FEDERATED_TOKEN_FILE")
+            || has("ACTIONS_ID_TOKEN_REQUEST_URL")
+            || has("SYSTEM_OIDCREQUESTURI")
+        {
+            "workload-identity"
+        } else if has("AZURE_CLIENT_SECRET")
+            || has("AZURE_CLIENT_CERTIFICATE_PATH")
+            || has("AZURE_TENANT_ID")
+        {
+            "service-principal"
+        } else {
+            "managed-identity"
+        };
+        let path = crate::paths::config_path();
+        let vars = seen.join(", ");
+        Some(match self.identities.keys().next() {
+            Some(name) => format!(
+                "{vars} are set, but no identity is chosen for organization '{org}': add identity = \"{name}\" at the top of {}",
+                path.display()
+            ),
+            None => format!(
+                "{vars} are set, but no machine identity is configured to use them: add to {}: identity = \"ci\", then [identities.ci] with kind = \"{kind}\" (see docs/build-agents.md)",
+                path.display()
+            ),
+        })
+    }
+
     pub fn tenant_override(&self, org: &str) -> Option<&str> {
         self.org
             .iter()

@@ -26,6 +26,14 @@ pub enum ConnectError {
     },
     #[error("the daemon did not answer within {0:?}; see {log}", log = paths::log_path().display())]
     Timeout(Duration),
+    /// It did not answer, and it was ended: the next command starts a new one.
+    #[error("the daemon (pid {pid}) did not answer within {waited:?} and was ended; the next command starts a new one (its log: {log})", log = paths::log_path().display())]
+    Ended { pid: i32, waited: Duration },
+    /// The process behind the socket is stopped (SIGSTOP, a debugger): it cannot answer.
+    #[error(
+        "the daemon (pid {pid}) is stopped and cannot answer; end it with: git-credential-azdo stop"
+    )]
+    Stopped { pid: i32 },
     #[error("talking to the daemon: {0}")]
     Ipc(#[from] IpcError),
     #[error(
@@ -169,10 +177,10 @@ fn connect_or_start() -> Result<Stream, ConnectError> {
     unreachable!("the second attempt returns")
 }
 
+/// How often a wait for the daemon's answer looks whether the daemon is stopped.
+const STOPPED_CHECK: Duration = Duration::from_secs(1);
+
 fn exchange(stream: Stream, req: &Request, deadline: Duration) -> Result<Response, ConnectError> {
-    stream
-        .set_recv_timeout(Some(deadline))
-        .map_err(IpcError::from)?;
     stream
         .set_send_timeout(Some(Duration::from_secs(5)))
         .map_err(IpcError::from)?;
@@ -181,33 +189,82 @@ fn exchange(stream: Stream, req: &Request, deadline: Duration) -> Result<Respons
         version: daemon_protocol::PACKAGE_VERSION.into(),
         request: req.clone(),
     };
-    let result = daemon_protocol::write_message(&stream, &env)
-        .and_then(|()| daemon_protocol::read_message(BufReader::new(&stream)));
-    match result {
-        Err(IpcError::Io(e)) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-            Err(ConnectError::Timeout(deadline))
+    daemon_protocol::write_message(&stream, &env).map_err(|e| failed(e, deadline))?;
+    answer(&stream, deadline)
+}
+
+/// What a failed exchange means for the caller.
+fn failed(e: IpcError, deadline: Duration) -> ConnectError {
+    match e {
+        IpcError::Io(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            ConnectError::Timeout(deadline)
         }
         // A daemon that refuses us (another user's, say) just closes the connection.
-        Err(IpcError::Io(e))
+        IpcError::Io(e)
             if matches!(
                 e.kind(),
                 ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
             ) =>
         {
-            Err(ConnectError::Ipc(IpcError::Closed))
+            ConnectError::Ipc(IpcError::Closed)
         }
-        r => Ok(r?),
+        e => ConnectError::Ipc(e),
     }
 }
 
+/// Reads the answer within `deadline`. The wait is cut into slices: between them, a daemon
+/// found stopped ends the wait at once ([`ConnectError::Stopped`]) instead of at the deadline.
+fn answer(stream: &Stream, deadline: Duration) -> Result<Response, ConnectError> {
+    let start = Instant::now();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let left = deadline.saturating_sub(start.elapsed());
+        if left.is_zero() {
+            return Err(ConnectError::Timeout(deadline));
+        }
+        let slice = Some(left.min(STOPPED_CHECK));
+        stream.set_recv_timeout(slice).map_err(IpcError::from)?;
+        match reader.fill_buf() {
+            Ok(_) => break,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                let stopped = super::process::running().filter(|p| super::process::is_stopped(*p));
+                if let Some(pid) = stopped {
+                    return Err(ConnectError::Stopped { pid });
+                }
+            }
+            Err(e) => return Err(failed(e.into(), deadline)),
+        }
+    }
+    let left = deadline.saturating_sub(start.elapsed());
+    stream
+        .set_recv_timeout(Some(left.max(Duration::from_millis(1))))
+        .map_err(IpcError::from)?;
+    daemon_protocol::read_message(reader).map_err(|e| failed(e, deadline))
+}
+
 /// Sends one request and returns the daemon's answer, starting or replacing the daemon as
-/// needed. `deadline` bounds the wait for the answer.
+/// needed. `deadline` bounds the wait for the answer. A daemon that is stopped is ended and
+/// replaced, and the request asked again; one that does not answer within the deadline is
+/// ended, so that the next command starts a new one instead of waiting again.
 pub fn call(req: &Request, deadline: Duration) -> Result<Response, ConnectError> {
-    let resp = match exchange(connect_or_start()?, req, deadline) {
+    let first = match exchange(connect_or_start()?, req, deadline) {
+        Err(ConnectError::Stopped { pid }) => {
+            super::process::end(pid);
+            exchange(connect_or_start()?, req, deadline)
+        }
+        r => r,
+    };
+    let resp = match first {
         // A daemon shutting down closes connections it has not answered: ask the next one.
         Err(ConnectError::Ipc(IpcError::Closed)) => {
             std::thread::sleep(Duration::from_millis(50));
             exchange(connect_or_start()?, req, deadline)?
+        }
+        Err(ConnectError::Timeout(waited)) => {
+            return Err(match super::process::running() {
+                Some(pid) if super::process::end(pid) => ConnectError::Ended { pid, waited },
+                _ => ConnectError::Timeout(waited),
+            });
         }
         r => r?,
     };

@@ -44,14 +44,27 @@ fn run(
         Action::Erase => {
             let token = cred.credential.clone().or_else(|| cred.password.clone());
             let req = Request::Erase {
-                org: target.org,
-                host: target.host,
+                org: target.org.clone(),
+                host: target.host.clone(),
                 token,
                 wwwauth: cred.wwwauth,
             };
-            // No daemon, no cached token: nothing to erase.
-            call_if_running(&req, SHORT_DEADLINE)?;
-            Ok(ExitCode::SUCCESS)
+            // No daemon, no cached token: nothing to erase. A token refused for good is told.
+            match call_if_running(&req, SHORT_DEADLINE)? {
+                Some(Response::Error {
+                    error,
+                    message,
+                    retry_in,
+                    fix,
+                }) => Err(Error::Refused(explain(
+                    error,
+                    &message,
+                    retry_in,
+                    fix.as_deref(),
+                    &target,
+                ))),
+                _ => Ok(ExitCode::SUCCESS),
+            }
         }
         // Tokens come from the daemon; what git would store is ours already.
         Action::Store => Ok(ExitCode::SUCCESS),

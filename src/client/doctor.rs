@@ -3,6 +3,45 @@
 
 use super::*;
 
+/// The configuration file as the daemon will read it, and whether this environment's identity
+/// variables would be used (a build agent with `AZURE_*` set and no identity configured gets
+/// no token, and no person is there to sign in).
+fn configuration_checks() -> Vec<crate::daemon_protocol::Check> {
+    use crate::daemon_protocol::Check;
+    let path = crate::paths::config_path();
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![Check::fail(
+                "configuration",
+                e.to_string(),
+                format!(
+                    "correct {} (docs/configuration.md lists every setting)",
+                    path.display()
+                ),
+            )];
+        }
+    };
+    let mut checks = vec![Check::pass(
+        "configuration",
+        match path.exists() {
+            true => format!("{} is valid", path.display()),
+            false => format!("no {} (the defaults)", path.display()),
+        },
+    )];
+    let vars = crate::launch::identity_variables();
+    let set: Vec<&str> = vars.keys().map(String::as_str).collect();
+    let org = org_from_origin().map(|t| t.org).unwrap_or_default();
+    if let Some(fix) = config.identity_fix(&org, &set) {
+        checks.push(Check::fail(
+            "machine identity",
+            "identity variables are set, but nothing uses them",
+            fix,
+        ));
+    }
+    checks
+}
+
 /// The client's half of `doctor` (git, configuration, socket directory, daemon version),
 /// then the daemon's (secret store, reachability, each organization's token).
 pub fn doctor_command(json: bool, out: &mut impl Write) -> Result<ExitCode, Error> {
@@ -54,6 +93,7 @@ pub fn doctor_command(json: bool, out: &mut impl Write) -> Result<ExitCode, Erro
         )
     });
     checks.push(socket_dir_check());
+    checks.extend(configuration_checks());
     match call(&Request::Ping, SHORT_DEADLINE) {
         Ok(Response::Pong { version, pid, .. })
             if version == crate::daemon_protocol::PACKAGE_VERSION =>

@@ -9,6 +9,7 @@ mod credential;
 mod doctor;
 mod error;
 mod login;
+mod process;
 mod setup;
 mod status;
 

@@ -105,8 +105,10 @@ pub fn status_command(json: bool, out: &mut impl Write) -> Result<ExitCode, Erro
     Ok(ExitCode::SUCCESS)
 }
 
+/// Stops the daemon: asks it, or, when it does not answer (stopped, or hung), ends the
+/// process the pid file names once it is checked to be this user's daemon.
 pub fn stop_command(err: &mut impl Write) -> Result<ExitCode, Error> {
-    match call_if_running(&Request::Shutdown, SHORT_DEADLINE) {
+    match call_if_running(&Request::Shutdown, STOP_DEADLINE) {
         Ok(None) => {
             let _ = writeln!(err, "no daemon is running");
             Ok(ExitCode::SUCCESS)
@@ -115,9 +117,21 @@ pub fn stop_command(err: &mut impl Write) -> Result<ExitCode, Error> {
             let _ = writeln!(err, "daemon stopped");
             Ok(ExitCode::SUCCESS)
         }
+        Err(e @ (ConnectError::Stopped { .. } | ConnectError::Timeout(_))) => {
+            match super::process::running() {
+                Some(pid) if super::process::end(pid) => {
+                    let _ = writeln!(err, "the daemon (pid {pid}) was not answering; ended it");
+                    Ok(ExitCode::SUCCESS)
+                }
+                _ => Err(e.into()),
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }
+
+/// How long `stop` waits for the daemon to answer before ending it.
+const STOP_DEADLINE: Duration = Duration::from_secs(3);
 
 #[cfg(test)]
 mod tests {

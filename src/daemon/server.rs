@@ -174,8 +174,16 @@ async fn dispatch(req: Request, broker: &Arc<Broker>, gits: &Gits) -> (Response,
             token,
             wwwauth,
         } => {
-            broker.erase(&org, &host, token.as_ref(), &wwwauth).await;
-            Response::Done
+            match broker.erase(&org, &host, token.as_ref(), &wwwauth).await {
+                // Refused for good: git's user is told whose token and what to do.
+                Some(r) => Response::Error {
+                    error: ErrorKind::Denied,
+                    message: r.message,
+                    retry_in: None,
+                    fix: Some(r.fix),
+                },
+                None => Response::Done,
+            }
         }
         Request::LoginStart {
             org,

@@ -20,6 +20,23 @@ pub(super) enum Verdict {
     Unknown,
 }
 
+/// Azure DevOps refused a token git used, for good: what git's user is told (whose token, and
+/// what would make the organization take one).
+pub struct Refusal {
+    pub message: String,
+    pub fix: String,
+}
+
+/// The tenant a `WWW-Authenticate: Bearer authorization_uri=https://…/{tenant}` names.
+fn challenged_tenant(wwwauth: &[String]) -> Option<String> {
+    wwwauth.iter().find_map(|w| {
+        let params = crate::daemon::challenge::bearer_params(w)?;
+        let uri = params.get("authorization_uri")?;
+        let tenant = uri.trim_end_matches('/').rsplit('/').next()?;
+        (!tenant.is_empty() && !tenant.contains(':')).then(|| tenant.to_string())
+    })
+}
+
 /// Refusals of this account's tokens by one organization.
 #[derive(Default, Clone, Copy)]
 pub(super) struct Denied {
@@ -37,28 +54,28 @@ impl Broker {
     /// - it refuses it: the token is dropped, and when its replacement is refused too (no
     ///   access, not expiry), the organization backs off instead of asking Entra again and again;
     /// - no answer: the token is dropped (the next `get` fetches another) and nothing backs off.
+    ///
+    /// A refusal for good is returned, for git's user to read.
     pub async fn erase(
         self: &Arc<Self>,
         org: &str,
         host: &str,
         token: Option<&Secret>,
         wwwauth: &[String],
-    ) {
-        let Some(slot) = self.slot_for_org(org) else {
-            return;
-        };
+    ) -> Option<Refusal> {
+        let slot = self.slot_for_org(org)?;
         let held = {
             let mut st = slot.state.lock().unwrap();
             let held = match (&st.token, token) {
                 (Some(t), Some(rejected)) if &t.token == rejected => t.clone(),
                 (Some(t), None) => t.clone(),
-                _ => return, // not the token we hold: nothing to drop
+                _ => return None, // not the token we hold: nothing to drop
             };
             if let Some(claims) = wwwauth.iter().find_map(|w| claims_challenge(w)) {
                 tracing::info!(org, "Azure DevOps asked for a claims challenge");
                 st.token = None;
                 st.claims = Some(claims);
-                return;
+                return None;
             }
             held
         };
@@ -70,13 +87,13 @@ impl Broker {
                 org,
                 "git reported a refusal, but Azure DevOps accepts the token: kept (the failure was not the token's)"
             );
-            return;
+            return None;
         }
         if st.token.as_ref().is_some_and(|t| t.token == held.token) {
             st.token = None;
         }
         if verdict == Verdict::Unknown {
-            return;
+            return None;
         }
         let d = st.denied.entry(org.to_ascii_lowercase()).or_default();
         // Obtained after the previous refusal, and soon after it: that was the replacement.
@@ -96,6 +113,48 @@ impl Broker {
         } else {
             tracing::info!(org, "Azure DevOps refuses the token; dropped");
         }
+        drop(st);
+        Some(self.refusal(&slot, org, &held.token, wwwauth))
+    }
+
+    /// Whose token Azure DevOps refused, and what would make `org` take one: the tenant it
+    /// names in its challenge when the token is another tenant's, else access to the
+    /// organization.
+    fn refusal(&self, slot: &Slot, org: &str, token: &Secret, wwwauth: &[String]) -> Refusal {
+        let claims = Claims::of(token.expose());
+        let token_tenant = claims.tid.clone().unwrap_or_else(|| slot.tenant.clone());
+        let machine = match &slot.source {
+            Source::Machine(identity, _) => Some(identity.describe()),
+            _ => None,
+        };
+        let view = claims.view(&token_tenant);
+        let who = machine
+            .clone()
+            .or(view.upn)
+            .or(view.name)
+            .unwrap_or_else(|| format!("account {}", slot.id));
+        let message = format!("Azure DevOps refused the token of {who} for organization '{org}'");
+        let fix = match challenged_tenant(wwwauth)
+            .filter(|t| !t.eq_ignore_ascii_case(&token_tenant))
+        {
+            Some(org_tenant) => match machine {
+                Some(_) => format!(
+                    "The organization is in tenant {org_tenant}, the token is from tenant {token_tenant}: use an identity of tenant {org_tenant} (AZURE_TENANT_ID)"
+                ),
+                None => format!(
+                    "The organization is in tenant {org_tenant}, the token is from tenant {token_tenant}: sign in with: git-credential-azdo login --org {org} --tenant {org_tenant}"
+                ),
+            },
+            None => match machine {
+                Some(_) => format!(
+                    "Add {who} to organization '{org}' (Organization settings > Users) with access to the project"
+                ),
+                None => format!(
+                    "Ask an administrator of '{org}' to add {who} to it (Organization settings > Users), or sign in as a user who has access: git-credential-azdo login --org {org}"
+                ),
+            },
+        };
+        Refusal { message, fix }
     }
 
     /// Whether `org` accepts `token`, asked of its `_apis/connectionData` within

@@ -434,10 +434,14 @@ impl Broker {
                 Some(Ok(s)) => s,
                 Some(Err(e)) => return err(ErrorKind::Misconfigured, e.to_string()),
                 None => {
-                    return err(
-                        ErrorKind::NeedsLogin,
-                        format!("no account is connected to organization '{org}'"),
-                    );
+                    let set: Vec<&str> = env.keys().map(String::as_str).collect();
+                    return Response::Error {
+                        error: ErrorKind::NeedsLogin,
+                        message: format!("no account is connected to organization '{org}'"),
+                        retry_in: None,
+                        // A job's identity variables that no configuration uses: say how.
+                        fix: self.config.identity_fix(org, &set),
+                    };
                 }
             },
         };

@@ -1,0 +1,140 @@
+//! What a new user is told, following the docs: each place where the product said the wrong
+//! thing, nothing, or a fix that does not work, with the message it gives now.
+
+mod common;
+
+use common::MockEntra;
+use common::harness::{CLIENT, World, doctor_check, run_with_input, text};
+
+const APP: &str = "3f6b8a10-2c4d-4e5f-8a9b-0c1d2e3f4a5b";
+
+/// A `get` for contoso through the real client, as a build step with these variables runs it
+/// (no terminal: the harness sets `GIT_TERMINAL_PROMPT=0`).
+fn step_get(w: &World, vars: &[(&str, &str)]) -> std::process::Output {
+    let mut c = w.command(CLIENT);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c.arg("get");
+    let input = format!(
+        "protocol=https\nhost={}\npath=contoso/p/_git/r\n\n",
+        w.ado.host()
+    );
+    run_with_input(&mut c, input.as_bytes())
+}
+
+const SP_VARS: [(&str, &str); 3] = [
+    ("AZURE_TENANT_ID", MockEntra::HOME_TENANT),
+    ("AZURE_CLIENT_ID", APP),
+    ("AZURE_CLIENT_SECRET", "s3cret-value"),
+];
+
+/// A build agent with a service principal's variables and no identity in the configuration
+/// was told to sign in interactively ("Sign in with: git-credential-azdo login --org …").
+/// Now it is told which variables were seen and the configuration that uses them.
+#[test]
+fn a_job_with_identity_variables_and_no_identity_is_given_the_configuration() {
+    let w = World::new();
+    w.entra.add_app(APP, Some("s3cret-value"));
+    let out = step_get(&w, &SP_VARS);
+    assert!(out.stdout.is_empty());
+    let line = text(&out.stderr);
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(
+        line.contains("AZURE_CLIENT_ID, AZURE_CLIENT_SECRET, AZURE_TENANT_ID are set"),
+        "{line}"
+    );
+    assert!(
+        line.contains("identity = \"ci\", then [identities.ci] with kind = \"service-principal\""),
+        "{line}"
+    );
+    assert!(!line.contains("login --org"), "{line}");
+    // The configuration it names works.
+    w.configure_identity("kind = \"service-principal\"");
+    let _ = w.client(&["stop"], "");
+    assert!(common::harness::token(&step_get(&w, &SP_VARS)).is_some());
+}
+
+/// With `[identities.ci]` defined but not chosen, the fix is the one missing line.
+#[test]
+fn a_defined_identity_that_is_not_chosen_is_named() {
+    let w = World::new();
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        format!("{cfg}\n[identities.ci]\nkind = \"service-principal\"\n"),
+    )
+    .unwrap();
+    let line = text(&step_get(&w, &SP_VARS).stderr);
+    assert!(
+        line.contains(
+            "no identity is chosen for organization 'contoso': add identity = \"ci\" at the top of"
+        ),
+        "{line}"
+    );
+}
+
+/// `doctor` was all green on such an agent; now its machine-identity check fails with the fix.
+#[test]
+fn doctor_fails_when_identity_variables_go_unused() {
+    let w = World::new();
+    let mut c = w.command(CLIENT);
+    for (k, v) in SP_VARS {
+        c.env(k, v);
+    }
+    c.args(["doctor", "--json"]);
+    let out = run_with_input(&mut c, b"");
+    assert!(!out.status.success());
+    let check = doctor_check(&out, "machine identity");
+    assert_eq!(check["ok"], false, "{check}");
+    assert!(
+        check["fix"].as_str().unwrap().contains("[identities.ci]"),
+        "{check}"
+    );
+    // Without the variables, nothing to say.
+    let out = w.client(&["doctor", "--json"], "");
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !all.to_string().contains("machine identity"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+const OTHER_TENANT: &str = "0f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b";
+
+/// A service principal of one tenant against an organization of another: git printed only
+/// "fatal: Authentication failed", and nothing from the helper. Now the helper's `erase` says
+/// whose token was refused, and that the organization is in the other tenant.
+#[test]
+fn a_token_refused_for_another_tenant_is_explained_at_erase() {
+    let w = World::new();
+    w.ado.set_org_tenant("fabrikam", OTHER_TENANT);
+    let url = w.ado.create_repo("fabrikam", "p", "r");
+    w.entra.add_app(APP, Some("s3cret-value"));
+    w.configure_identity("kind = \"service-principal\"");
+    let mut git = w.command("git");
+    for (k, v) in SP_VARS {
+        git.env(k, v);
+    }
+    git.args(["clone", &url, "f"]).current_dir(w.path(""));
+    let out = run_with_input(&mut git, b"");
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    let ours: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("git-credential-azdo:"))
+        .collect();
+    assert!(!ours.is_empty(), "nothing from the helper: {err}");
+    let line = ours[0];
+    assert!(line.contains("Azure DevOps refused the token of"), "{line}");
+    assert!(line.contains(APP), "{line}");
+    assert!(
+        line.contains(&format!(
+            "The organization is in tenant {OTHER_TENANT}, the token is from tenant {}",
+            MockEntra::HOME_TENANT
+        )),
+        "{line}"
+    );
+    assert!(line.contains("AZURE_TENANT_ID"), "{line}");
+}
