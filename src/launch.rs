@@ -41,6 +41,10 @@ pub const PASSED_TO_DAEMON: &[&str] = &[
     "GIT_CREDENTIAL_AZDO_STOP_AT",
 ];
 
+/// What a daemon that cannot start writes on stdout, where its starter waits for `ready`,
+/// before the reason.
+pub const FAILED_PREFIX: &str = "failed: ";
+
 /// Variables that decide where the daemon sends secrets or whom it trusts: honoured only from
 /// a service's own environment (the identity variables, [`crate::daemon_protocol::IDENTITY_VARS`], too).
 pub const SERVICE_ONLY: &[&str] = &[

@@ -138,3 +138,28 @@ fn a_token_refused_for_another_tenant_is_explained_at_erase() {
     );
     assert!(line.contains("AZURE_TENANT_ID"), "{line}");
 }
+
+/// A mistake in the configuration file surfaced only as "cannot start the daemon … its log is
+/// …". Now the client shows the daemon's own reason, and `doctor` has a configuration check.
+#[test]
+fn a_configuration_mistake_is_shown_where_the_user_looks() {
+    for (line, said) in [
+        ("stroe = \"file\"", "unknown field `stroe`"),
+        ("store = \"files\"", "unknown variant `files`"),
+    ] {
+        let w = World::new();
+        let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+        let cfg = cfg.replace("store = \"file\"", line);
+        std::fs::write(w.config_path(), cfg).unwrap();
+        let out = w.client(&["status"], "");
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(err.contains("the daemon cannot start"), "{err}");
+        assert!(err.contains("config.toml is not valid"), "{err}");
+        assert!(err.contains(said), "{err}");
+        let doctor = w.client(&["doctor", "--json"], "");
+        let check = doctor_check(&doctor, "configuration");
+        assert_eq!(check["ok"], false, "{check}");
+        assert!(check["detail"].as_str().unwrap().contains(said), "{check}");
+    }
+}

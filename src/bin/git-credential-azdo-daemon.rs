@@ -42,6 +42,10 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("git-credential-azdo-daemon: {e:#}");
+            // The client that started it waits on stdout for `ready`: give it the reason
+            // instead (one line), so the person sees it, not only the log.
+            let reason = format!("{e:#}").replace('\n', " ");
+            println!("{}{reason}", launch::FAILED_PREFIX);
             ExitCode::FAILURE
         }
     }

@@ -24,6 +24,9 @@ pub enum ConnectError {
         message: String,
         log: String,
     },
+    /// The daemon said why it cannot start.
+    #[error("the daemon cannot start: {reason}")]
+    Refused { reason: String },
     #[error("the daemon did not answer within {0:?}; see {log}", log = paths::log_path().display())]
     Timeout(Duration),
     /// It did not answer, and it was ended: the next command starts a new one.
@@ -139,6 +142,15 @@ fn start_daemon() -> Result<(), ConnectError> {
     });
     match rx.recv_timeout(START_DEADLINE) {
         Ok(Ok(line)) if line.starts_with("ready") || line.starts_with("busy") => Ok(()),
+        // It says why it cannot start (a configuration error, say).
+        Ok(Ok(line)) if line.starts_with(crate::launch::FAILED_PREFIX) => {
+            let _ = child.wait();
+            Err(ConnectError::Refused {
+                reason: line[crate::launch::FAILED_PREFIX.len()..]
+                    .trim()
+                    .to_string(),
+            })
+        }
         Ok(Ok(_)) => {
             let status = child.wait().ok();
             Err(fail(format!(
