@@ -163,3 +163,28 @@ fn a_configuration_mistake_is_shown_where_the_user_looks() {
         assert!(check["detail"].as_str().unwrap().contains(said), "{check}");
     }
 }
+
+/// `login --org contoso-dve` (a typo) issued a device code and printed "✓ Connected
+/// organization 'contoso-dve'". Azure DevOps answers 404 for an organization that does not
+/// exist; now nobody is asked to sign in for it, with or without `--tenant`.
+#[test]
+fn a_misspelt_organization_is_refused_before_sign_in() {
+    let w = World::new();
+    w.ado.set_org_missing("contoso-dve");
+    for extra in [&[][..], &["--tenant", MockEntra::HOME_TENANT][..]] {
+        let mut args = vec!["login", "--org", "contoso-dve", "--host"];
+        let host = w.ado.host();
+        args.push(&host);
+        args.extend_from_slice(extra);
+        let out = w.client(&args, "");
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("Azure DevOps has no organization 'contoso-dve'"),
+            "{err}"
+        );
+        assert!(err.contains("Check the name"), "{err}");
+        assert!(!err.contains("Connected"), "{err}");
+    }
+    assert_eq!(w.entra.stats().devicecode_requests, 0);
+}

@@ -31,11 +31,16 @@ pub enum Error {
         "cannot tell the Azure DevOps organization for https://{host}/: run `{NAME} setup` (it sets credential.useHttpPath), or use a URL like https://ORG@{host}/ORG/PROJECT/_git/REPO"
     )]
     NoOrganization { host: String },
-    /// The daemon refused a command; `context` says which step.
-    #[error("{}{message}", context.map(|c| format!("{c}: ")).unwrap_or_default())]
+    /// The daemon refused a command; `context` says which step, `fix` what to do.
+    #[error(
+        "{}{}",
+        context.map(|c| format!("{c}: ")).unwrap_or_default(),
+        with_fix(message, fix.as_deref())
+    )]
     Daemon {
         context: Option<&'static str>,
         message: String,
+        fix: Option<String>,
     },
     #[error("unexpected answer from the daemon: {0}")]
     Unexpected(&'static str),
@@ -46,11 +51,20 @@ pub enum Error {
     Usage(String),
 }
 
+/// A message and the fix that follows it, as one sentence each.
+fn with_fix(message: &str, fix: Option<&str>) -> String {
+    match fix {
+        Some(fix) => format!("{}. {fix}", message.trim_end_matches('.')),
+        None => message.to_string(),
+    }
+}
+
 impl Error {
-    pub(super) fn daemon(context: &'static str, message: String) -> Error {
+    pub(super) fn daemon(context: &'static str, message: String, fix: Option<String>) -> Error {
         Error::Daemon {
             context: Some(context),
             message,
+            fix,
         }
     }
 

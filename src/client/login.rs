@@ -141,8 +141,8 @@ pub fn sign_in(
             open_in_browser(&opener, &url, err);
             (flow, expires_in, "Waiting for the browser sign-in…")
         }
-        Ok(Response::Error { message, .. }) => {
-            return Err(Error::daemon("cannot start sign-in", message));
+        Ok(Response::Error { message, fix, .. }) => {
+            return Err(Error::daemon("cannot start sign-in", message, fix));
         }
         Ok(other) => return Err(Error::Unexpected(kind_of(&other))),
         Err(e) => return Err(e.into()),
@@ -202,7 +202,9 @@ pub(super) fn report_login(
             };
             Ok(())
         }
-        Ok(Response::Error { message, .. }) => Err(Error::daemon("sign-in failed", message)),
+        Ok(Response::Error { message, fix, .. }) => {
+            Err(Error::daemon("sign-in failed", message, fix))
+        }
         Ok(other) => Err(Error::Unexpected(kind_of(&other))),
         Err(e) => Err(e.into()),
     }
@@ -305,8 +307,8 @@ pub fn app_sign_in(
             certificate,
             expires_in,
         }) => (flow, url, callback, listening, certificate, expires_in),
-        Ok(Response::Error { message, .. }) => {
-            return Err(Error::daemon("cannot start sign-in", message));
+        Ok(Response::Error { message, fix, .. }) => {
+            return Err(Error::daemon("cannot start sign-in", message, fix));
         }
         Ok(other) => return Err(Error::Unexpected(kind_of(&other))),
         Err(e) => return Err(e.into()),
@@ -477,9 +479,10 @@ pub fn logout_command(
             };
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Response::Error { message, .. }) => Err(Error::Daemon {
+        Ok(Response::Error { message, fix, .. }) => Err(Error::Daemon {
             context: None,
             message,
+            fix,
         }),
         Ok(other) => Err(Error::Unexpected(kind_of(&other))),
         Err(e) => Err(e.into()),

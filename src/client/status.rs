@@ -28,10 +28,11 @@ pub(super) fn human(s: u64) -> String {
 pub fn status_command(json: bool, out: &mut impl Write) -> Result<ExitCode, Error> {
     let view: StatusView = match call(&Request::Status, SHORT_DEADLINE) {
         Ok(Response::Status(v)) => v,
-        Ok(Response::Error { message, .. }) => {
+        Ok(Response::Error { message, fix, .. }) => {
             return Err(Error::Daemon {
                 context: None,
                 message,
+                fix,
             });
         }
         Ok(other) => return Err(Error::Unexpected(kind_of(&other))),

@@ -49,16 +49,31 @@ pub fn probe_url(host: &str, org: &str) -> String {
     }
 }
 
-/// Asks Azure DevOps which tenant owns `org`. `None` when it does not say.
-pub async fn discover(http: &reqwest::Client, host: &str, org: &str) -> Option<String> {
+/// What Azure DevOps says of an organization, asked without credentials.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The tenant that owns it.
+    Tenant(String),
+    /// No such organization (404).
+    Missing,
+    /// It did not say (no answer, or no tenant in it).
+    Unknown,
+}
+
+/// Asks Azure DevOps which tenant owns `org`, and whether it exists.
+pub async fn discover(http: &reqwest::Client, host: &str, org: &str) -> Probe {
     let url = probe_url(host, org);
     let resp = match http.head(&url).send().await {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(%url, error = %e, "tenant discovery failed");
-            return None;
+            return Probe::Unknown;
         }
     };
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        tracing::info!(%url, "no such organization");
+        return Probe::Missing;
+    }
     let headers = resp.headers();
     let from_challenge = headers
         .get_all(reqwest::header::WWW_AUTHENTICATE)
@@ -73,7 +88,7 @@ pub async fn discover(http: &reqwest::Client, host: &str, org: &str) -> Option<S
             .find_map(tenant_from_resource_header)
     });
     tracing::debug!(%url, tenant = ?found, "tenant discovery");
-    found
+    found.map_or(Probe::Unknown, Probe::Tenant)
 }
 
 #[cfg(test)]

@@ -61,6 +61,8 @@ pub const LEGACY_CODE_WRITE: &[&str] = &["vso.code_write", "vso.code_full"];
 #[derive(Default)]
 struct State {
     org_tenants: HashMap<String, String>,
+    /// Organizations that do not exist: every request gets 404.
+    missing_orgs: std::collections::HashSet<String>,
     reject_all: bool,
     legacy: Option<VsspsValidator>,
     log: Vec<AdoRequest>,
@@ -195,6 +197,13 @@ impl MockAdo {
         url
     }
 
+    /// `org` does not exist: Azure DevOps answers 404 to anything under it, with or without
+    /// credentials.
+    pub fn set_org_missing(&self, org: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.missing_orgs.insert(org.to_ascii_lowercase());
+    }
+
     /// Tenant that owns `org` (default [`MockEntra::HOME_TENANT`]).
     pub fn set_org_tenant(&self, org: &str, tenant: &str) {
         let mut st = self.state.lock().unwrap();
@@ -279,6 +288,19 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Option<Resp> {
     let Some(&org) = segs.first() else {
         return Some(response(404, "text/html", "<html>Not Found</html>"));
     };
+    if ctx
+        .state
+        .lock()
+        .unwrap()
+        .missing_orgs
+        .contains(&org.to_ascii_lowercase())
+    {
+        return Some(response(
+            404,
+            "text/html",
+            "<html>TF400813: Not Found</html>",
+        ));
+    }
     let (scheme, token) = parse_auth(req.headers());
     let (tenant, reject_all, legacy) = {
         let st = ctx.state.lock().unwrap();

@@ -67,6 +67,22 @@ pub(super) fn redirect_code(
     r.code.ok_or(RedirectError::NoCode)
 }
 
+/// Azure DevOps has no organization `org`: nobody is asked to sign in for it.
+pub(super) fn no_such_org(org: &str, host: &str) -> Response {
+    Response::Error {
+        error: ErrorKind::BadRequest,
+        message: format!(
+            "Azure DevOps has no organization '{org}' ({} answered 404)",
+            discovery::probe_url(host, org)
+        ),
+        retry_in: None,
+        fix: Some(
+            "Check the name: it is the first part of the path in https://dev.azure.com/ORG/PROJECT/_git/REPO"
+                .into(),
+        ),
+    }
+}
+
 pub(super) fn failed_page(text: String) -> (FlowOutcome, loopback::Page) {
     (
         Err((ErrorKind::LoginFailed, text.clone())),
@@ -122,22 +138,33 @@ pub(super) fn id_from(
 
 impl Broker {
     /// Discovers (or recalls) the tenant of an organization.
-    pub(super) async fn tenant_of(&self, org: &str, host: &str, wwwauth: &[String]) -> String {
+    ///
+    /// An organization Azure DevOps says does not exist is an error, before anyone signs in.
+    pub(super) async fn tenant_of(
+        &self,
+        org: &str,
+        host: &str,
+        wwwauth: &[String],
+    ) -> Result<String, Response> {
         if let Some(t) = self.config.tenant_override(org) {
-            return t.to_string();
+            return Ok(t.to_string());
         }
         let key = org.to_ascii_lowercase();
         if let Some(t) = self.records.lock().await.tenants.get(&key) {
-            return t.clone();
+            return Ok(t.clone());
         }
         let found = match wwwauth
             .iter()
             .find_map(|w| discovery::tenant_from_challenge(w))
         {
             Some(t) => Some(t),
-            None => discovery::discover(&self.http, host, org).await,
+            None => match discovery::discover(&self.http, host, org).await {
+                discovery::Probe::Tenant(t) => Some(t),
+                discovery::Probe::Missing => return Err(no_such_org(org, host)),
+                discovery::Probe::Unknown => None,
+            },
         };
-        match found {
+        Ok(match found {
             Some(t) => {
                 let mut records = self.records.lock().await;
                 records.tenants.insert(key, t.clone());
@@ -147,7 +174,7 @@ impl Broker {
                 t
             }
             None => "organizations".to_string(),
-        }
+        })
     }
 
     /// Starts a device-code sign-in; the flow finishes in the background.
@@ -174,14 +201,23 @@ impl Broker {
             return self.app_login_start(org, host, app, timeout).await;
         }
         let tenant = match tenant {
-            Some(t) if discovery::valid_tenant(&t) => t,
+            Some(t) if discovery::valid_tenant(&t) => {
+                // The tenant is given; the organization must still exist.
+                if discovery::discover(&self.http, &host, &org).await == discovery::Probe::Missing {
+                    return no_such_org(&org, &host);
+                }
+                t
+            }
             Some(t) => {
                 return err(
                     ErrorKind::BadRequest,
                     format!("'{t}' is not a valid tenant"),
                 );
             }
-            None => self.tenant_of(&org, &host, &wwwauth).await,
+            None => match self.tenant_of(&org, &host, &wwwauth).await {
+                Ok(t) => t,
+                Err(refused) => return refused,
+            },
         };
         let failed = |e: SourceError| {
             let kind = if e.is_transient() {
