@@ -233,7 +233,8 @@ fn entra_throttling_with_retry_after_is_obeyed() {
     let w = World::new();
     with_timeout(&w);
     let r = signed_in(w);
-    r.w.entra.set_fault(Fault::Status(429, Some(WAIT)));
+    // Throttling answers with a page, not an OAuth error.
+    r.w.entra.set_fault(Fault::Page(429, Some(WAIT)));
     served_while_valid(&r, refresh_failed);
     let refreshes = |w: &World| {
         let stats = w.entra.stats();
@@ -247,8 +248,21 @@ fn entra_throttling_with_retry_after_is_obeyed() {
         at
     };
     let line = fails_fast(&r);
-    assert!(line.contains(&format!("asked to wait {WAIT} s")), "{line}");
-    assert!(line.contains("tries again by itself in"), "{line}");
+    // The status, not "not readable"; and one wait, the daemon's next try, which counts
+    // Retry-After (it used to print "asked to wait 20 s" beside "tries again in 2 s").
+    assert!(
+        line.contains("Entra ID answered 429 (Too Many Requests)"),
+        "{line}"
+    );
+    assert!(!line.contains("not readable"), "{line}");
+    assert!(!line.contains("asked to wait"), "{line}");
+    let again: u64 = line
+        .split("tries again by itself in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no wait in: {line}"));
+    assert!(again <= WAIT, "{line}");
     r.w.entra.set_fault(Fault::None);
     let entra = &r.w.entra;
     recovers(&r, || entra.stats().refresh_ok);

@@ -48,6 +48,9 @@ pub enum Fault {
     Slow(Duration),
     /// 200 with `<html>not json</html>`.
     Garbage,
+    /// This status with an HTML page instead of an OAuth error (a gateway's 503, a front
+    /// door's 429), and `Retry-After` when given.
+    Page(u16, Option<u64>),
 }
 
 /// What the "person at the browser" does on the authorize endpoint.
@@ -614,6 +617,17 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Option<Resp
             r
         }
         Fault::Garbage => response(200, "text/html", "<html>not json</html>"),
+        Fault::Page(code, retry_after) => {
+            let mut r = response(
+                code,
+                "text/html",
+                "<html><body>Please try again later</body></html>",
+            );
+            if let Some(secs) = retry_after {
+                r.headers_mut().insert("Retry-After", secs.into());
+            }
+            r
+        }
         // Entra's authorize endpoint takes GET (query) and POST (form).
         _ if endpoint == "authorize" && method == Method::POST => st.authorize(&tenant, &form),
         _ if endpoint == "authorize" => {

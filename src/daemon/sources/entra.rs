@@ -69,6 +69,20 @@ pub(super) fn classify<RE: std::error::Error + 'static, T>(
 where
     T: oauth2::ErrorResponseType + AsRef<str> + std::fmt::Display + 'static,
 {
+    classify_answer(what, err, None)
+}
+
+/// [`classify`], knowing the HTTP status of an answer that was not a success: a server error
+/// or throttling whose body is a page, not an OAuth error, is named by its status.
+fn classify_answer<RE: std::error::Error + 'static, T>(
+    what: &str,
+    err: RequestTokenError<RE, StandardErrorResponse<T>>,
+    status: Option<u16>,
+) -> SourceError
+where
+    T: oauth2::ErrorResponseType + AsRef<str> + std::fmt::Display + 'static,
+{
+    let failed_status = status.filter(|s| *s == 429 || *s >= 500);
     match err {
         RequestTokenError::ServerResponse(resp) => {
             let code = resp.error().as_ref().to_string();
@@ -93,6 +107,14 @@ where
             SourceError::Transient(format!(
                 "could not reach Entra ID for the {what}: {}",
                 crate::daemon::setup::error_chain(&e)
+            ))
+        }
+        RequestTokenError::Parse(_, _) | RequestTokenError::Other(_)
+            if let Some(status) = failed_status =>
+        {
+            SourceError::Transient(format!(
+                "Entra ID answered {} to the {what}",
+                status_text(status)
             ))
         }
         // Never print the body: it may be a half-readable token response.
@@ -264,7 +286,8 @@ impl Entra {
                     let mut seen = seen.lock().unwrap();
                     match &result {
                         Ok(r) if !r.status().is_success() => {
-                            seen.retry_after = retry_after(r.headers())
+                            seen.retry_after = retry_after(r.headers());
+                            seen.status = Some(r.status().as_u16());
                         }
                         Err(oauth2::HttpClientError::Reqwest(e)) => seen.timed_out = e.is_timeout(),
                         _ => {}
@@ -275,9 +298,8 @@ impl Entra {
         };
         let result = req.request_async(&http).await;
         let seen = *seen.lock().unwrap();
-        result
-            .map(to_set)
-            .map_err(|e| match (classify("token refresh", e), seen) {
+        result.map(to_set).map_err(|e| {
+            match (classify_answer("token refresh", e, seen.status), seen) {
                 (
                     SourceError::Transient(_),
                     Seen {
@@ -287,6 +309,8 @@ impl Entra {
                     "Entra ID did not answer the token refresh within the daemon's http_timeout"
                         .into(),
                 ),
+                // When it asked to wait, the next try is no sooner: the wait the client is
+                // told (`retry_in`) already counts it.
                 (
                     SourceError::Transient(message),
                     Seen {
@@ -294,11 +318,12 @@ impl Entra {
                         ..
                     },
                 ) => SourceError::Throttled {
-                    message: format!("{message} (asked to wait {} s)", retry_after.as_secs()),
+                    message,
                     retry_after,
                 },
                 (e, _) => e,
-            })
+            }
+        })
     }
 }
 
@@ -307,6 +332,19 @@ impl Entra {
 struct Seen {
     retry_after: Option<Duration>,
     timed_out: bool,
+    /// The status of an answer that was not a success.
+    status: Option<u16>,
+}
+
+/// `503 (Service Unavailable)`.
+fn status_text(status: u16) -> String {
+    match reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+    {
+        Some(reason) => format!("{status} ({reason})"),
+        None => status.to_string(),
+    }
 }
 
 fn to_set(t: oauth2::basic::BasicTokenResponse) -> TokenSet {
