@@ -188,3 +188,36 @@ fn a_misspelt_organization_is_refused_before_sign_in() {
     }
     assert_eq!(w.entra.stats().devicecode_requests, 0);
 }
+
+/// `status` for a machine identity said "connected Thu, 01 Jan 1970", repeated the identity as
+/// the account, and nested parentheses in the refresh line.
+#[test]
+fn status_shows_a_machine_identity_as_it_is() {
+    let w = World::new();
+    w.entra.add_app(APP, Some("s3cret-value"));
+    w.configure_identity("kind = \"service-principal\"");
+    assert!(common::harness::token(&step_get(&w, &SP_VARS)).is_some());
+    let mut c = w.command(CLIENT);
+    for (k, v) in SP_VARS {
+        c.env(k, v);
+    }
+    c.arg("status");
+    let out = run_with_input(&mut c, b"");
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        shown.contains(&format!("service principal {APP}")),
+        "{shown}"
+    );
+    assert!(!shown.contains("1970"), "{shown}");
+    assert!(!shown.contains("connected"), "{shown}");
+    assert!(!shown.contains("account    service principal"), "{shown}");
+    assert!(
+        shown.contains(&format!("tenant     {}", MockEntra::HOME_TENANT)),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("refreshed  ") && shown.contains(": ok"),
+        "{shown}"
+    );
+}

@@ -64,29 +64,32 @@ pub fn status_command(json: bool, out: &mut impl Write) -> Result<ExitCode, Erro
     for o in &view.orgs {
         let a = &o.account;
         let _ = writeln!(out, "\n{}", o.org);
-        let _ = writeln!(
-            out,
-            "  account    {}{}",
-            a.name.clone().unwrap_or_default(),
-            a.upn
-                .as_ref()
-                .map(|u| format!(" <{u}>"))
-                .unwrap_or_default()
-        );
+        let who = match (&a.name, &a.upn) {
+            (Some(n), Some(u)) => format!("{n} <{u}>"),
+            (Some(n), None) => n.clone(),
+            (None, Some(u)) => format!("<{u}>"),
+            (None, None) => String::new(),
+        };
+        if !who.is_empty() {
+            let _ = writeln!(out, "  account    {who}");
+        }
         if !a.tenant.is_empty() {
             let _ = writeln!(out, "  tenant     {}", a.tenant);
         }
         let _ = writeln!(out, "  identity   {}", o.identity);
-        let _ = writeln!(
-            out,
-            "  connected  {} ({}){}",
-            utc_date(o.connected_at),
-            when(o.connected_at),
-            o.connected_by
-                .as_ref()
-                .map(|b| format!(" by {b}"))
-                .unwrap_or_default()
-        );
+        // A machine identity is not connected by anyone: it serves as long as it is configured.
+        if o.connected_at > 0 {
+            let _ = writeln!(
+                out,
+                "  connected  {}, {}{}",
+                utc_date(o.connected_at),
+                when(o.connected_at),
+                o.connected_by
+                    .as_ref()
+                    .map(|b| format!(" by {b}"))
+                    .unwrap_or_default()
+            );
+        }
         let _ = writeln!(
             out,
             "  token      {}",
@@ -97,7 +100,7 @@ pub fn status_command(json: bool, out: &mut impl Write) -> Result<ExitCode, Erro
         if let Some(last) = o.last_refresh_at {
             let _ = writeln!(
                 out,
-                "  refreshed  {} ({})",
+                "  refreshed  {}: {}",
                 when(last),
                 o.last_refresh_outcome.clone().unwrap_or_default()
             );

@@ -3,6 +3,19 @@
 
 use super::*;
 
+/// The tenant as `status` shows it: the tenant id from the held token's `tid` claim, after
+/// the name it was recorded or configured by when that is a domain (`contoso.com (72f9…)`);
+/// what was recorded when there is no token to tell.
+fn tenant_shown(recorded: &str, token: Option<&CachedToken>) -> String {
+    let tid = token.and_then(|t| Claims::of(t.token.expose()).tid);
+    match tid {
+        None => recorded.to_string(),
+        Some(tid) if recorded.eq_ignore_ascii_case(&tid) => tid,
+        Some(tid) if recorded.contains('.') => format!("{recorded} ({tid})"),
+        Some(tid) => tid,
+    }
+}
+
 impl Broker {
     pub async fn status(self: &Arc<Self>) -> Response {
         let records = self.records.lock().await.clone();
@@ -12,7 +25,7 @@ impl Broker {
                 continue;
             };
             let slot = self.registry.get(&binding.account);
-            let (expires, last, outcome) = match slot {
+            let (expires, last, outcome, tenant) = match slot {
                 Some(s) => {
                     let st = s.state.lock().unwrap();
                     (
@@ -22,16 +35,17 @@ impl Broker {
                             .as_ref()
                             .map(|w| format!("sign-in required: {w}"))
                             .or_else(|| st.last_outcome.clone()),
+                        tenant_shown(&acct.tenant, st.token.as_ref()),
                     )
                 }
-                None => (None, None, None),
+                None => (None, None, None, acct.tenant.clone()),
             };
             orgs.push(OrgStatus {
                 org: org.clone(),
                 account: AccountView {
                     name: acct.name.clone(),
                     upn: acct.upn.clone(),
-                    tenant: acct.tenant.clone(),
+                    tenant,
                     oid: acct.oid.clone(),
                 },
                 identity: match &acct.app {
@@ -66,10 +80,11 @@ impl Broker {
             let st = slot.state.lock().unwrap();
             orgs.push(OrgStatus {
                 org,
+                // The identity line names it; the account would only repeat it.
                 account: AccountView {
-                    name: Some(identity.describe()),
+                    name: None,
                     upn: None,
-                    tenant: slot.tenant.clone(),
+                    tenant: tenant_shown(&slot.tenant, st.token.as_ref()),
                     oid: None,
                 },
                 identity: identity.describe(),
