@@ -17,6 +17,14 @@ fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/"))
 }
 
+/// A path from the configuration file: a leading `~/` is the home directory, as in a shell.
+pub fn expand_home(path: &str) -> PathBuf {
+    match path.strip_prefix("~/") {
+        Some(rest) => home().join(rest),
+        None => PathBuf::from(path),
+    }
+}
+
 /// `$var` when it is an absolute path; relative or empty values are ignored.
 fn absolute(var: &str) -> Option<PathBuf> {
     env::var_os(var)

@@ -221,3 +221,109 @@ fn status_shows_a_machine_identity_as_it_is() {
         "{shown}"
     );
 }
+
+/// `doctor` passed "memory only" and recommended `store = "file"` to a build agent, which keeps
+/// no refresh token; and the memory store's reason quoted the keyring crate's internal error.
+/// Now memory passes where nothing needs keeping, and fails once a person has signed in.
+#[test]
+fn doctor_judges_memory_only_by_what_it_would_lose() {
+    let w = World::with_store("auto");
+    w.entra.add_app(APP, Some("s3cret-value"));
+    w.configure_identity("kind = \"service-principal\"");
+    assert!(common::harness::token(&step_get(&w, &SP_VARS)).is_some());
+    let doctor = |w: &World| {
+        let mut c = w.command(CLIENT);
+        for (k, v) in SP_VARS {
+            c.env(k, v);
+        }
+        c.args(["doctor", "--json"]);
+        doctor_check(&run_with_input(&mut c, b""), "secret store")
+    };
+    let agent = doctor(&w);
+    assert_eq!(agent["ok"], true, "{agent}");
+    let detail = agent["detail"].as_str().unwrap();
+    assert!(detail.contains("no OS keyring answered"), "{agent}");
+    assert!(detail.contains("nothing to keep"), "{agent}");
+    assert!(!detail.contains("store = \"file\""), "{agent}");
+    // The keyring crate's words (its D-Bus errors) stay in the log.
+    assert!(!detail.to_ascii_lowercase().contains("dbus"), "{agent}");
+    w.login("contoso");
+    let person = doctor(&w);
+    assert_eq!(person["ok"], false, "{person}");
+    assert!(
+        person["detail"]
+            .as_str()
+            .unwrap()
+            .contains("lost when the daemon stops"),
+        "{person}"
+    );
+    assert!(
+        person["fix"].as_str().unwrap().contains("store = \"file\""),
+        "{person}"
+    );
+}
+
+/// Small things a new user met: `--org` given as the organization's address; `logout` inside a
+/// clone (as `login` infers the organization from `origin`, so does `logout`); a `~/` path in
+/// the configuration; the Azure Pipelines message naming a configuration key that does not
+/// exist for the job's access token.
+#[test]
+fn small_things_work_as_a_user_would_expect() {
+    let w = World::new();
+    let url = w.ado.create_repo("contoso", "p", "r");
+    // --org as an address.
+    let org_url = format!("https://{}/contoso/p/_git/r", w.ado.host());
+    let out = w.client(&["login", "--org", &org_url], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Connected organization 'contoso'"),
+        "{}",
+        text(&out.stderr)
+    );
+    // logout in a clone.
+    common::harness::ok(&w, &w.git(&["clone", &url, "a"], None), "clone");
+    let mut c = w.command(CLIENT);
+    c.arg("logout").current_dir(w.path("a"));
+    let out = run_with_input(&mut c, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Disconnected organization 'contoso'"),
+        "{}",
+        text(&out.stderr)
+    );
+    // ~/ in client_secret_file.
+    std::fs::write(w.path("home/sp-secret"), "s3cret-value\n").unwrap();
+    w.entra.add_app(APP, Some("s3cret-value"));
+    w.configure_identity(&format!(
+        "kind = \"service-principal\"\ntenant = \"{}\"\nclient_id = \"{APP}\"\nclient_secret_file = \"~/sp-secret\"",
+        MockEntra::HOME_TENANT
+    ));
+    let _ = w.client(&["stop"], "");
+    let out = step_get(&w, &[]);
+    assert!(
+        common::harness::token(&out).is_some(),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The Azure Pipelines message told the user to put the job's access token under
+/// [identities.…], a key that does not exist (and a secret in a file).
+#[test]
+fn the_pipelines_message_names_only_the_variable() {
+    let w = World::new();
+    w.configure_identity(&format!(
+        "kind = \"workload-identity\"\ntenant = \"{}\"\nclient_id = \"{APP}\"\ntoken_source = \"azure-pipelines\"\nservice_connection_id = \"sc\"",
+        MockEntra::HOME_TENANT
+    ));
+    let out = step_get(
+        &w,
+        &[("SYSTEM_OIDCREQUESTURI", "https://example.invalid/oidc")],
+    );
+    let line = text(&out.stderr);
+    assert!(
+        line.contains("set SYSTEM_ACCESSTOKEN in the job's environment"),
+        "{line}"
+    );
+    assert!(!line.contains("under [identities"), "{line}");
+}

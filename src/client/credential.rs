@@ -144,7 +144,7 @@ pub(super) fn explain(
         _ => return message.to_string(),
     };
     // Entra's sentences end with a full stop; what follows brings its own.
-    format!("{}{then}", message.trim_end_matches('.'))
+    format!("{}{then}", message.trim_end().trim_end_matches('.'))
 }
 
 /// May we wait for a person? Not with `GIT_TERMINAL_PROMPT=0`, `credential.interactive=false`,
@@ -213,6 +213,16 @@ mod tests {
             "refused. Connect it again with: X"
         );
         assert_eq!(line(ErrorKind::Denied, m, None, None), m);
+        // One full stop between the message and what follows, whatever the message ends with.
+        assert_eq!(
+            line(
+                ErrorKind::NeedsLogin,
+                "issued on '2026-09-05T03:27:11Z'. \r\n",
+                None,
+                None
+            ),
+            "issued on '2026-09-05T03:27:11Z'. Sign in with: git-credential-azdo login --org contoso"
+        );
         assert_eq!(line(ErrorKind::BadRequest, "bad", None, None), "bad");
     }
 }

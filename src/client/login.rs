@@ -388,7 +388,11 @@ pub(super) fn org_from_origin() -> Option<Target> {
         .args(["config", "--get", "remote.origin.url"])
         .output()
         .ok()?;
-    let url = String::from_utf8(out.stdout).ok()?;
+    target_from_url(&String::from_utf8(out.stdout).ok()?)
+}
+
+/// The organization an Azure DevOps `https://` URL names, as git's requests for it would.
+pub(super) fn target_from_url(url: &str) -> Option<Target> {
     let rest = url.trim().strip_prefix("https://")?;
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (user, host) = match authority.rsplit_once('@') {
@@ -419,6 +423,12 @@ pub fn login_command(
     err: &mut impl Write,
 ) -> Result<ExitCode, Error> {
     let target = match (org, host) {
+        // `--org https://dev.azure.com/ORG/…`: the organization that URL names.
+        (Some(o), None) if o.contains("://") => target_from_url(&o).ok_or_else(|| {
+            Error::Usage(format!(
+                "'{o}' is not the address of an Azure DevOps organization; give --org ORG (the name in https://dev.azure.com/ORG)"
+            ))
+        })?,
         (Some(o), host) => {
             let host = host.unwrap_or_else(|| "dev.azure.com".into());
             // The same policy git's requests go through: a served host, over https.
@@ -466,11 +476,18 @@ pub fn logout_command(
     all: bool,
     err: &mut impl Write,
 ) -> Result<ExitCode, Error> {
-    if org.is_none() && !all {
-        return Err(Error::Usage(
-            "give --org ORG, or --all to disconnect every organization".into(),
-        ));
-    }
+    // As `login` does: the organization of the repository here, when there is one.
+    let org = match (org, all) {
+        (None, false) => match org_from_origin() {
+            Some(t) => Some(t.org),
+            None => {
+                return Err(Error::Usage(
+                    "give --org ORG, or --all to disconnect every organization".into(),
+                ));
+            }
+        },
+        (org, _) => org,
+    };
     match call(&Request::Logout { org: org.clone() }, SHORT_DEADLINE) {
         Ok(Response::Done) => {
             let _ = match org {

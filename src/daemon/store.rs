@@ -165,11 +165,7 @@ impl SecretStore for MemoryStore {
         "memory"
     }
     fn describe(&self) -> String {
-        format!(
-            "memory only, lost when the daemon stops ({}); set store = \"file\" in {} to keep sign-ins on disk",
-            self.why,
-            crate::paths::config_path().display()
-        )
+        format!("memory only, lost when the daemon stops ({})", self.why)
     }
     fn load(&self, key: &str) -> Result<Option<Secret>, StoreError> {
         Ok(self.map.lock().unwrap().get(key).cloned())
@@ -272,7 +268,13 @@ pub async fn choose(
             Ok(()) => Arc::new(KeyringStore),
             Err(e) => {
                 tracing::warn!(error = %e, "no usable OS keyring; keeping refresh tokens in memory only");
-                Arc::new(MemoryStore::new(format!("no OS keyring: {e}")))
+                // The keyring crate's own words are for the log, not for people.
+                Arc::new(MemoryStore::new(match e {
+                    StoreError::Timeout(limit) => {
+                        format!("the OS keyring did not answer within {limit:?}")
+                    }
+                    _ => "no OS keyring answered".to_string(),
+                }))
             }
         },
     })

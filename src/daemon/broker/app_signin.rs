@@ -198,7 +198,7 @@ impl Broker {
             Ok((org, account)) => Response::LoggedIn {
                 org,
                 account,
-                store: self.store.describe(),
+                store: self.store_for_sign_in(),
             },
             Err((kind, message)) => err(kind, message),
         }

@@ -225,6 +225,21 @@ impl Broker {
         self.store.describe()
     }
 
+    /// Where a person's refresh token is kept, as `login` tells it: with how to keep it on
+    /// disk when it is in memory only because no keyring answered.
+    fn store_for_sign_in(&self) -> String {
+        let store = self.store.describe();
+        let fallback = self.store.kind() == "memory"
+            && self.config.store != crate::config::StoreSetting::Memory;
+        match fallback {
+            true => format!(
+                "{store}; set store = \"file\" in {} to keep sign-ins on disk",
+                crate::paths::config_path().display()
+            ),
+            false => store,
+        }
+    }
+
     /// Installs a slot for an account (replacing any) and starts its refresher.
     fn new_slot(
         self: &Arc<Self>,

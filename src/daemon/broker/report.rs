@@ -112,12 +112,30 @@ impl Broker {
     pub async fn doctor(self: &Arc<Self>, env: &BTreeMap<String, Secret>) -> Vec<Check> {
         let mut checks = Vec::new();
         let store = self.store.describe();
+        // Memory is enough where nothing needs keeping (machine identities hold no refresh
+        // token); a person's sign-in in memory is lost at the next restart, unless chosen.
+        let people = !self.records.lock().await.accounts.is_empty();
+        let chosen = self.config.store == crate::config::StoreSetting::Memory;
         checks.push(
             match self
                 .store
                 .call(STORE_LIMIT, |s| s.load("doctor-probe"))
                 .await
             {
+                Ok(_) if self.store.kind() == "memory" && people && !chosen => Check::fail(
+                    "secret store",
+                    format!("{store}: the sign-ins here are lost when the daemon stops"),
+                    format!(
+                        "start or unlock the OS keyring, or set store = \"file\" in {} (then sign in again)",
+                        crate::paths::config_path().display()
+                    ),
+                ),
+                Ok(_) if self.store.kind() == "memory" && !people => Check::pass(
+                    "secret store",
+                    format!(
+                        "{store}; nothing to keep: no person is signed in, and machine identities keep no refresh token"
+                    ),
+                ),
                 Ok(_) => Check::pass("secret store", store),
                 Err(e) => Check::fail(
                     "secret store",

@@ -102,6 +102,13 @@ pub enum IdentityError {
         key: &'static str,
         var: &'static str,
     },
+    /// A value only the job's environment gives (no configuration key holds it).
+    #[error("identity '{name}' needs {what}: set {var} in the job's environment")]
+    NeedsVariable {
+        name: String,
+        what: &'static str,
+        var: &'static str,
+    },
     #[error("identity '{name}': give only one of client_id, object_id, resource_id")]
     OnlyOneId { name: String },
     #[error("identity '{name}': cannot read client_secret_file {file}: {source}")]
@@ -218,6 +225,13 @@ impl MachineIdentity {
                     var,
                 })
         };
+        let need_var = |what: &'static str, var: &'static str| {
+            env(var).ok_or_else(|| IdentityError::NeedsVariable {
+                name: name.to_string(),
+                what,
+                var,
+            })
+        };
         match cfg.kind.as_str() {
             "managed-identity" => {
                 let user_assigned = match (&cfg.client_id, &cfg.object_id, &cfg.resource_id) {
@@ -246,7 +260,7 @@ impl MachineIdentity {
                 let client_id = need(cfg.client_id.clone(), "client_id", "AZURE_CLIENT_ID")?;
                 let secret = match &cfg.client_secret_file {
                     Some(f) => Some(
-                        std::fs::read_to_string(f)
+                        std::fs::read_to_string(crate::paths::expand_home(f))
                             .map(|s| s.trim().to_string())
                             .map_err(|source| IdentityError::SecretFile {
                                 name: name.to_string(),
@@ -258,12 +272,13 @@ impl MachineIdentity {
                 };
                 let certificate = cfg
                     .client_certificate_path
-                    .clone()
-                    .or_else(|| env("AZURE_CLIENT_CERTIFICATE_PATH"));
+                    .as_deref()
+                    .map(crate::paths::expand_home)
+                    .or_else(|| env("AZURE_CLIENT_CERTIFICATE_PATH").map(PathBuf::from));
                 let credential = match (secret, certificate) {
                     (Some(s), _) => SpCredential::Secret(Secret::new(s)),
                     (None, Some(path)) => SpCredential::Certificate {
-                        path: PathBuf::from(path),
+                        path,
                         send_chain: cfg.send_certificate_chain
                             || env("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
                                 .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true")),
@@ -285,10 +300,11 @@ impl MachineIdentity {
                 let client_id = need(cfg.client_id.clone(), "client_id", "AZURE_CLIENT_ID")?;
                 let file = cfg
                     .federated_token_file
-                    .clone()
-                    .or_else(|| env("AZURE_FEDERATED_TOKEN_FILE"));
+                    .as_deref()
+                    .map(crate::paths::expand_home)
+                    .or_else(|| env("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from));
                 let source = match (cfg.token_source.as_deref(), file) {
-                    (None | Some("file"), Some(f)) => AssertionSource::File(PathBuf::from(f)),
+                    (None | Some("file"), Some(f)) => AssertionSource::File(f),
                     (Some("file"), None) => {
                         return Err(IdentityError::NoTokenFile {
                             name: name.to_string(),
@@ -298,9 +314,8 @@ impl MachineIdentity {
                         if env("ACTIONS_ID_TOKEN_REQUEST_URL").is_some() =>
                     {
                         AssertionSource::GitHubActions {
-                            url: need(None, "an OIDC request URL", "ACTIONS_ID_TOKEN_REQUEST_URL")?,
-                            token: Secret::new(need(
-                                None,
+                            url: need_var("an OIDC request URL", "ACTIONS_ID_TOKEN_REQUEST_URL")?,
+                            token: Secret::new(need_var(
                                 "an OIDC request token (permissions: id-token: write)",
                                 "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
                             )?),
@@ -310,10 +325,9 @@ impl MachineIdentity {
                         if env("SYSTEM_OIDCREQUESTURI").is_some() =>
                     {
                         AssertionSource::AzurePipelines {
-                            uri: need(None, "the OIDC request URI", "SYSTEM_OIDCREQUESTURI")?,
-                            access_token: Secret::new(need(
-                                None,
-                                "the job's access token (env: SYSTEM_ACCESSTOKEN: $(System.AccessToken))",
+                            uri: need_var("the OIDC request URI", "SYSTEM_OIDCREQUESTURI")?,
+                            access_token: Secret::new(need_var(
+                                "the job's access token (map it in the step: env: SYSTEM_ACCESSTOKEN: $(System.AccessToken))",
                                 "SYSTEM_ACCESSTOKEN",
                             )?),
                             connection_id: need(
