@@ -327,3 +327,37 @@ fn the_pipelines_message_names_only_the_variable() {
     );
     assert!(!line.contains("under [identities"), "{line}");
 }
+
+/// Switching `store` after signing in silently dropped the sign-in ("no refresh token is stored
+/// for this account (store: …)"). Now the daemon moves the sign-ins to the new store when it
+/// next starts.
+#[test]
+fn changing_the_store_moves_the_sign_ins() {
+    let w = World::new();
+    let url = w.ado.create_repo("contoso", "p", "r");
+    w.login("contoso");
+    let file = w.path("data/git-credential-azdo/refresh-tokens.json");
+    let held = |w: &World| -> usize {
+        let s = std::fs::read_to_string(&file).unwrap_or_else(|_| "{}".into());
+        let _ = w;
+        serde_json::from_str::<serde_json::Value>(&s)
+            .unwrap()
+            .as_object()
+            .map_or(0, |m| m.len())
+    };
+    assert_eq!(held(&w), 1);
+    common::harness::ok(&w, &w.client(&["stop"], ""), "stop");
+    let cfg = std::fs::read_to_string(w.config_path()).unwrap();
+    std::fs::write(
+        w.config_path(),
+        cfg.replace("store = \"file\"", "store = \"memory\""),
+    )
+    .unwrap();
+    common::harness::ok(
+        &w,
+        &w.git(&["clone", &url, "a"], None),
+        "clone after the switch",
+    );
+    assert_eq!(held(&w), 0, "the refresh token is left in the old store");
+    assert_eq!(w.entra.stats().devicecode_requests, 1, "signed in again");
+}

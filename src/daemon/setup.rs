@@ -66,6 +66,14 @@ impl Stores {
         let secrets = store::choose(config.store, &data_dir)
             .await
             .map_err(DaemonError::Store)?;
+        // A changed `store` moves the sign-ins instead of losing them.
+        let mut records =
+            store::Records::load_or_set_aside(&data_dir).map_err(DaemonError::Records)?;
+        let before = records.store.clone();
+        store::adopt(&mut records, secrets.as_ref(), &data_dir).await;
+        if records.store != before && !records.accounts.is_empty() {
+            records.save(&data_dir).map_err(DaemonError::Records)?;
+        }
         Ok(Stores { secrets, data_dir })
     }
 }

@@ -326,6 +326,79 @@ pub struct Records {
     /// Discovered tenant per organization.
     #[serde(default)]
     pub tenants: BTreeMap<String, String>,
+    /// The kind of secret store (`keyring`, `file`, `memory`) the accounts' secrets are in, so
+    /// that a change of `store` moves them instead of losing the sign-ins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+}
+
+/// The secret-store keys of an account: its refresh token, and a legacy app's client secret.
+pub fn account_keys(account: &str) -> [String; 2] {
+    [account.to_string(), app_secret_key(account)]
+}
+
+/// Where a legacy app's client secret is kept, beside the account's refresh token.
+pub fn app_secret_key(account: &str) -> String {
+    format!("{account}.client-secret")
+}
+
+/// After `store` changed: the accounts' secrets are moved from the store they were kept in
+/// (`records.store`) to `to`, and the records say so. Secrets that were in memory are gone (the
+/// sign-ins are reported as needing a sign-in); a previous store that cannot be opened (the
+/// keyring on a machine without one) leaves them where they are, and the records unchanged, so
+/// that switching back finds them.
+pub async fn adopt(records: &mut Records, to: &dyn SecretStore, data_dir: &Path) {
+    let current = to.kind();
+    let previous = records.store.clone();
+    match previous.as_deref() {
+        Some(old) if old != current && !records.accounts.is_empty() => {
+            let from: Arc<dyn SecretStore> = match old {
+                "file" => Arc::new(FileStore::new(data_dir.join("refresh-tokens.json"))),
+                "keyring" => match choose(StoreSetting::Keyring, data_dir).await {
+                    Ok(k) => k,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the sign-ins are in the OS keyring, which does not answer: not moved");
+                        return;
+                    }
+                },
+                _ => {
+                    tracing::warn!(
+                        store = old,
+                        "the sign-ins were kept in memory only: sign in again"
+                    );
+                    records.store = Some(current.to_string());
+                    return;
+                }
+            };
+            let mut moved = 0;
+            for id in records.accounts.keys() {
+                for key in account_keys(id) {
+                    let copied = from.load(&key).and_then(|v| match v {
+                        Some(v) => to
+                            .save(&key, &v)
+                            .and_then(|()| from.delete(&key))
+                            .map(|()| 1),
+                        None => Ok(0),
+                    });
+                    match copied {
+                        Ok(n) => moved += n,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot move the sign-ins to the new store; left where they were");
+                            return;
+                        }
+                    }
+                }
+            }
+            tracing::info!(
+                from = old,
+                to = current,
+                secrets = moved,
+                "moved the sign-ins to the configured store"
+            );
+        }
+        _ => {}
+    }
+    records.store = Some(current.to_string());
 }
 
 impl Records {

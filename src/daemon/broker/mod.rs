@@ -97,7 +97,7 @@ struct AppSource {
 
 /// The secret-store key of an app account's client secret.
 fn app_secret_key(account: &str) -> String {
-    format!("{account}.client-secret")
+    super::store::app_secret_key(account)
 }
 
 /// One account's tokens.

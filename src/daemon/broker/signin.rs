@@ -431,6 +431,7 @@ impl Broker {
                 app: app.as_ref().map(|(r, _)| r.clone()),
             },
         );
+        next.store = Some(self.store.kind().to_string());
         next.orgs.insert(
             org.to_ascii_lowercase(),
             OrgBinding {
