@@ -361,3 +361,27 @@ fn changing_the_store_moves_the_sign_ins() {
     assert_eq!(held(&w), 0, "the refresh token is left in the old store");
     assert_eq!(w.entra.stats().devicecode_requests, 1, "signed in again");
 }
+
+/// A managed identity silently used a leftover `AZURE_CLIENT_ID`, and IMDS's refusal did not
+/// say which identity was asked for. Now the line names the client id and where it came from.
+#[test]
+fn a_managed_identity_refusal_names_the_identity_asked_for() {
+    let w = World::new();
+    let imds = common::imds::MockImds::start(&w.entra);
+    w.configure_identity("kind = \"managed-identity\"");
+    let leftover = "9a8b7c6d-0000-4000-8000-00000000beef";
+    let out = step_get(
+        &w,
+        &[
+            ("AZURE_CLIENT_ID", leftover),
+            ("AZURE_POD_IDENTITY_AUTHORITY_HOST", &imds.url()),
+        ],
+    );
+    let line = text(&out.stderr);
+    assert!(
+        line.contains(&format!(
+            "for the user-assigned identity with client_id {leftover} (client_id in the configuration, else AZURE_CLIENT_ID)"
+        )),
+        "{line}"
+    );
+}

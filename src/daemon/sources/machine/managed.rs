@@ -210,8 +210,19 @@ pub(super) async fn managed_identity(
                 .or(detail["message"].as_str())
                 .or(detail["error"].as_str())
                 .unwrap_or("no details");
+            // Which identity was asked for: a client id may come from a leftover AZURE_CLIENT_ID.
+            let asked = match user_assigned {
+                None => "the system-assigned identity".to_string(),
+                Some(UserAssigned::Client(c)) => format!(
+                    "the user-assigned identity with client_id {c} (client_id in the configuration, else AZURE_CLIENT_ID)"
+                ),
+                Some(UserAssigned::Object(o)) => {
+                    format!("the user-assigned identity with object_id {o}")
+                }
+                Some(UserAssigned::Resource(r)) => format!("the user-assigned identity {r}"),
+            };
             return Err(SourceError::Rejected(format!(
-                "the {what} answered {status}: {desc}"
+                "the {what} answered {status} for {asked}: {desc}"
             )));
         }
         return mi_token(resp, what).await;
