@@ -385,3 +385,39 @@ fn a_managed_identity_refusal_names_the_identity_asked_for() {
         "{line}"
     );
 }
+
+/// A person signed in with the wrong `--tenant`: git showed only "fatal: Authentication
+/// failed". Now the helper's erase names both tenants and the command that fixes it.
+#[test]
+fn a_sign_in_to_the_wrong_tenant_is_explained_at_erase() {
+    let w = World::new();
+    w.ado.set_org_tenant("fabrikam", OTHER_TENANT);
+    let url = w.ado.create_repo("fabrikam", "p", "r");
+    let host = w.ado.host();
+    let login = w.client(
+        &[
+            "login",
+            "--org",
+            "fabrikam",
+            "--host",
+            &host,
+            "--tenant",
+            MockEntra::HOME_TENANT,
+        ],
+        "",
+    );
+    let said = text(&login.stderr);
+    let out = w.git(&["clone", &url, "f"], None);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("git-credential-azdo:"))
+        .unwrap_or_else(|| panic!("nothing from the helper (login said: {said}): {err}"));
+    assert!(
+        line.contains(&format!(
+            "sign in with: git-credential-azdo login --org fabrikam --tenant {OTHER_TENANT}"
+        )),
+        "{line}"
+    );
+}
