@@ -396,3 +396,225 @@ fn configuration_md_names_every_setting_and_variable() {
         "docs/configuration.md lacks: {missing:?}"
     );
 }
+
+/// A message the source can show the user: its template as written (format placeholders
+/// included) and where it is.
+struct Template {
+    at: String,
+    text: String,
+}
+
+/// Every `.rs` file under `dir`, as (path relative to the crate, text). Test modules
+/// (`#[cfg(test)]` followed by `mod`) are cut off: their strings are never shown.
+fn rust_sources(root: &Path, dir: &str) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root.join(dir)];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let mut text = std::fs::read_to_string(&p).unwrap();
+                if let Some(i) = text.find("\n#[cfg(test)]\nmod ") {
+                    text.truncate(i + 1);
+                }
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                files.push((rel, text));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The Rust string literal that `s` starts with (after whitespace), unescaped (`\"`, `\\`,
+/// `\n`, `\t`, a `\` that continues the line), with the byte offset it starts at; `None`
+/// when `s` does not start with a plain literal (a variable, `e.to_string()`...).
+fn string_literal(s: &str) -> Option<(usize, String)> {
+    let start = s.len() - s.trim_start().len();
+    let mut chars = s[start..].strip_prefix('"')?.chars();
+    let mut out = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some((start, out)),
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                '\n' => {
+                    // Line continuation: the next line's leading whitespace is not part of it.
+                    let rest = chars.as_str().trim_start();
+                    chars = rest.chars();
+                }
+                other => out.push(other), // `\"`, `\\`, `\'`
+            },
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// The message templates of the source, gathered by a plain text scan (no parser). A call is
+/// found by its tokens, any whitespace (newlines too) between them:
+/// - the literal of every `#[error("…")]` (not `transparent`), anywhere under src/;
+/// - in src/daemon and src/client, the first literal of `Error::Usage(…)`, `Error::daemon(…)`
+///   (its context), `err(ErrorKind::X, …)`, `Response::error(ErrorKind::X, …)`, a sign-in's
+///   outcome `(ErrorKind::X, …)`, `SourceError::X(…)` (why a token source gave no token),
+///   `message: …` and `fix: Some(…)`, directly or as `format!("…"`;
+/// - in src/client, the lines the client writes itself: `writeln!(err, "{NAME}: …")`.
+///
+/// A call whose message is a variable (`e.to_string()`, `why`) yields nothing: its text is a
+/// literal somewhere else, or comes from a library.
+fn message_templates(root: &Path) -> Vec<Template> {
+    /// Where `tokens` follow each other from the start of `s` (whitespace between them), an
+    /// `X` token standing for an identifier: the rest of `s` after them.
+    fn after_tokens<'a>(mut s: &'a str, tokens: &[&str]) -> Option<&'a str> {
+        for t in tokens {
+            s = s.trim_start();
+            s = match *t {
+                "X" => s.trim_start_matches(|c: char| c.is_ascii_alphanumeric() || c == '_'),
+                t => s.strip_prefix(t)?,
+            };
+        }
+        Some(s)
+    }
+    const DAEMON_AND_CLIENT: &[&str] = &["src/daemon", "src/client"];
+    const CLIENT: &[&str] = &["src/client"];
+    // Each call: its tokens (the first is searched for as a word, the others must follow it),
+    // and the directories where it counts. A `format!(` may come between them and the literal.
+    let calls: [(&[&str], &[&str]); 10] = [
+        (&["#[error("], &["src"]),
+        (&["Error::Usage("], CLIENT),
+        (&["Error::daemon("], CLIENT),
+        (&["err(", "ErrorKind::", "X", ","], DAEMON_AND_CLIENT),
+        (
+            &["Response::error(", "ErrorKind::", "X", ","],
+            DAEMON_AND_CLIENT,
+        ),
+        // `(` as a word: the tuple itself, not a call (`err(`, caught above).
+        (&["(", "ErrorKind::", "X", ","], DAEMON_AND_CLIENT),
+        (&["SourceError::", "X", "("], DAEMON_AND_CLIENT),
+        (&["message:"], DAEMON_AND_CLIENT),
+        (&["fix:", "Some("], DAEMON_AND_CLIENT),
+        (&["writeln!(", "err", ","], CLIENT),
+    ];
+    let mut found = Vec::new();
+    for (file, text) in rust_sources(root, "src") {
+        for (tokens, scope) in calls {
+            if !scope.iter().any(|dir| file.starts_with(dir)) {
+                continue;
+            }
+            for (i, _) in text.match_indices(tokens[0]) {
+                // A word: `err(`, not the end of `map_err(`.
+                let word = text[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+                let Some(rest) = after_tokens(&text[i..], tokens).filter(|_| word) else {
+                    continue;
+                };
+                let rest = after_tokens(rest, &["format!("]).unwrap_or(rest);
+                let Some((at, literal)) = string_literal(rest) else {
+                    continue;
+                };
+                if tokens[0] == "writeln!(" && !literal.starts_with("{NAME}: ") {
+                    continue;
+                }
+                let offset = text.len() - rest.len() + at;
+                let line = text[..offset].matches('\n').count() + 1;
+                found.push((file.clone(), line, literal));
+            }
+        }
+    }
+    found.sort();
+    found
+        .into_iter()
+        .map(|(file, line, text)| Template {
+            at: format!("{file}:{line}"),
+            text,
+        })
+        .collect()
+}
+
+/// The pieces of a template between its format placeholders (`{…}`; `{{` and `}}` are
+/// literal braces).
+fn fixed_pieces(template: &str) -> Vec<String> {
+    let mut pieces = vec![String::new()];
+    let mut chars = template.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                pieces.last_mut().unwrap().push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                pieces.last_mut().unwrap().push('}');
+            }
+            '{' => {
+                for c in chars.by_ref() {
+                    if c == '}' {
+                        break;
+                    }
+                }
+                pieces.push(String::new());
+            }
+            c => pieces.last_mut().unwrap().push(c),
+        }
+    }
+    pieces
+}
+
+/// Text as the comparison sees it: markdown backticks gone (the doc quotes messages in them,
+/// and a few messages hold some), whitespace runs as one space.
+fn as_compared(s: &str) -> String {
+    one_line(&s.replace('`', ""))
+}
+
+/// docs/troubleshooting.md quotes every message the user can see: the display string of each
+/// error type, and the messages the daemon and the client build (see [`message_templates`]).
+/// Someone who searches the page for the line git showed them must find it, with its cause and
+/// fix; so a new message fails here until the page has a row for it. Each template is looked
+/// for by its longest fixed piece between placeholders; pieces under 12 characters say too
+/// little to look for ("{service} said {error}").
+#[test]
+fn troubleshooting_md_quotes_every_message() {
+    const SHORTEST: usize = 12;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/troubleshooting.md")).unwrap();
+    let doc = as_compared(&doc);
+    let templates = message_templates(root);
+    assert!(
+        templates.len() > 60,
+        "only {} message templates found: has the source's shape changed?",
+        templates.len()
+    );
+    let (mut ignored, mut missing) = (Vec::new(), Vec::new());
+    for t in &templates {
+        let longest = fixed_pieces(&t.text)
+            .into_iter()
+            .map(|p| as_compared(&p))
+            .max_by_key(|p| p.chars().count())
+            .unwrap_or_default();
+        if longest.chars().count() < SHORTEST {
+            ignored.push(format!("{}: {:?}", t.at, t.text));
+        } else if !doc.contains(&longest) {
+            missing.push(format!("{}: {longest:?}", t.at));
+        }
+    }
+    println!(
+        "{} message templates; {} ignored as too short or only placeholders:",
+        templates.len(),
+        ignored.len()
+    );
+    for i in &ignored {
+        println!("  {i}");
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/troubleshooting.md does not quote {} of {} messages:\n{}",
+        missing.len(),
+        templates.len(),
+        missing.join("\n")
+    );
+}

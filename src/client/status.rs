@@ -81,7 +81,7 @@ pub fn status_command(json: bool, out: &mut impl Write) -> Result<ExitCode, Erro
         if o.connected_at > 0 {
             let _ = writeln!(
                 out,
-                "  connected  {}, {}{}",
+                "  connected  {} ({}){}",
                 utc_date(o.connected_at),
                 when(o.connected_at),
                 o.connected_by

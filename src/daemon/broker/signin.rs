@@ -147,6 +147,15 @@ impl Broker {
         wwwauth: &[String],
     ) -> Result<String, Response> {
         if let Some(t) = self.config.tenant_override(org) {
+            // It goes into the authority's URL path: checked as `--tenant` is.
+            if !discovery::valid_tenant(t) {
+                return Err(err(
+                    ErrorKind::Misconfigured,
+                    format!(
+                        "the tenant '{t}' under [org.{org}] in the configuration is not a tenant id or domain"
+                    ),
+                ));
+            }
             return Ok(t.to_string());
         }
         let key = org.to_ascii_lowercase();

@@ -316,6 +316,11 @@ impl Broker {
             Err(e @ SourceError::Rejected(_)) if matches!(slot.source, Source::App(_)) => {
                 Err(self.failed(slot, ErrorKind::Misconfigured, &e))
             }
+            // Entra refusing the request itself (invalid_client, invalid_scope, …): the
+            // configuration, not a passing failure; no "tries again by itself" for it.
+            Err(e @ SourceError::Rejected(_)) => {
+                Err(self.failed(slot, ErrorKind::Misconfigured, &e))
+            }
             Err(e) => Err(self.failed(slot, ErrorKind::Unavailable, &e)),
         }
     }

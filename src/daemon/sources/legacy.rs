@@ -165,7 +165,7 @@ impl Vssps {
                 SourceError::Transient(format!("Azure DevOps OAuth answered {said}"))
             } else if code.eq_ignore_ascii_case("invalid_client") || status.as_u16() == 401 {
                 SourceError::Rejected(format!(
-                    "Azure DevOps refused the client secret of app {} ({said}); check it at https://app.vsaex.visualstudio.com/me, then run login --app-id again",
+                    "Azure DevOps refused the client secret of app {} ({said}); the app's page at https://app.vsaex.visualstudio.com/me shows its current Client Secret",
                     app.app_id
                 ))
             } else if code.eq_ignore_ascii_case("invalid_grant") {
