@@ -137,6 +137,17 @@ fn a_token_refused_for_another_tenant_is_explained_at_erase() {
         "{line}"
     );
     assert!(line.contains("AZURE_TENANT_ID"), "{line}");
+    // `status` no longer says the last refresh was ok.
+    let mut c = w.command(CLIENT);
+    for (k, v) in SP_VARS {
+        c.env(k, v);
+    }
+    c.arg("status");
+    let status = text(&run_with_input(&mut c, b"").stdout);
+    assert!(
+        status.contains("token refused by Azure DevOps for organization 'fabrikam'"),
+        "{status}"
+    );
 }
 
 /// A mistake in the configuration file surfaced only as "cannot start the daemon … its log is

@@ -95,6 +95,10 @@ impl Broker {
         if verdict == Verdict::Unknown {
             return None;
         }
+        // `status` says so, instead of the last refresh that went well.
+        st.last_outcome = Some(format!(
+            "token refused by Azure DevOps for organization '{org}'"
+        ));
         let d = st.denied.entry(org.to_ascii_lowercase()).or_default();
         // Obtained after the previous refusal, and soon after it: that was the replacement.
         let replacement = d.last_erase_ms > 0
