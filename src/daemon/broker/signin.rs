@@ -210,13 +210,9 @@ impl Broker {
             return self.app_login_start(org, host, app, timeout).await;
         }
         let tenant = match tenant {
-            Some(t) if discovery::valid_tenant(&t) => {
-                // The tenant is given; the organization must still exist.
-                if discovery::discover(&self.http, &host, &org).await == discovery::Probe::Missing {
-                    return no_such_org(&org, &host);
-                }
-                t
-            }
+            // A tenant given is used as it is: nothing is asked of Azure DevOps before the
+            // sign-in (the existence check rides on discovery's request).
+            Some(t) if discovery::valid_tenant(&t) => t,
             Some(t) => {
                 return err(
                     ErrorKind::BadRequest,
