@@ -4,24 +4,9 @@
 mod common;
 
 use common::MockEntra;
-use common::harness::{CLIENT, World, doctor_check, run_with_input, text};
+use common::harness::{CLIENT, World, doctor_check, run_with_input, step_get, text};
 
 const APP: &str = "3f6b8a10-2c4d-4e5f-8a9b-0c1d2e3f4a5b";
-
-/// A `get` for contoso through the real client, as a build step with these variables runs it
-/// (no terminal: the harness sets `GIT_TERMINAL_PROMPT=0`).
-fn step_get(w: &World, vars: &[(&str, &str)]) -> std::process::Output {
-    let mut c = w.command(CLIENT);
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    c.arg("get");
-    let input = format!(
-        "protocol=https\nhost={}\npath=contoso/p/_git/r\n\n",
-        w.ado.host()
-    );
-    run_with_input(&mut c, input.as_bytes())
-}
 
 const SP_VARS: [(&str, &str); 3] = [
     ("AZURE_TENANT_ID", MockEntra::HOME_TENANT),

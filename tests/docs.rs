@@ -359,20 +359,9 @@ fn configuration_md_names_every_setting_and_variable() {
         }
     }
     // Every SCREAMING_CASE string in the source names a variable (none is anything else).
-    let mut sources = Vec::new();
-    let mut dirs = vec![root.join("src")];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                sources.push(std::fs::read_to_string(p).unwrap());
-            }
-        }
-    }
+    let sources = rust_sources(root, "src", false);
     let mut variables = std::collections::BTreeSet::new();
-    for src in &sources {
+    for (_, src) in &sources {
         for piece in src.split('"').skip(1).step_by(2) {
             let looks = piece.len() > 3
                 && piece.contains('_')
@@ -404,9 +393,9 @@ struct Template {
     text: String,
 }
 
-/// Every `.rs` file under `dir`, as (path relative to the crate, text). Test modules
-/// (`#[cfg(test)]` followed by `mod`) are cut off: their strings are never shown.
-fn rust_sources(root: &Path, dir: &str) -> Vec<(String, String)> {
+/// Every `.rs` file under `dir`, as (path relative to the crate, text). With `cut_tests`, test
+/// modules (`#[cfg(test)]` followed by `mod`) are cut off: their strings are never shown.
+fn rust_sources(root: &Path, dir: &str, cut_tests: bool) -> Vec<(String, String)> {
     let mut files = Vec::new();
     let mut dirs = vec![root.join(dir)];
     while let Some(d) = dirs.pop() {
@@ -416,7 +405,7 @@ fn rust_sources(root: &Path, dir: &str) -> Vec<(String, String)> {
                 dirs.push(p);
             } else if p.extension().is_some_and(|x| x == "rs") {
                 let mut text = std::fs::read_to_string(&p).unwrap();
-                if let Some(i) = text.find("\n#[cfg(test)]\nmod ") {
+                if let Some(i) = text.find("\n#[cfg(test)]\nmod ").filter(|_| cut_tests) {
                     text.truncate(i + 1);
                 }
                 let rel = p.strip_prefix(root).unwrap().display().to_string();
@@ -499,7 +488,7 @@ fn message_templates(root: &Path) -> Vec<Template> {
         (&["writeln!(", "err", ","], CLIENT),
     ];
     let mut found = Vec::new();
-    for (file, text) in rust_sources(root, "src") {
+    for (file, text) in rust_sources(root, "src", true) {
         for (tokens, scope) in calls {
             if !scope.iter().any(|dir| file.starts_with(dir)) {
                 continue;

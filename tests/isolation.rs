@@ -5,7 +5,9 @@
 mod common;
 
 use common::MockEntra;
-use common::harness::{CLIENT, World, field, ok, run_with_input, text, token, wait_until};
+use common::harness::{
+    CLIENT, World, field, ok, run_with_input, step_get, text, token, wait_until,
+};
 use git_credential_azdo::daemon::clock::Clock;
 
 const APP: &str = "6a1e3b52-2f0c-4d3e-9a7b-1c2d3e4f5a6b";
@@ -343,21 +345,6 @@ impl Trap {
         let n = s.read(&mut buf).unwrap_or(0);
         Some(String::from_utf8_lossy(&buf[..n]).into_owned())
     }
-}
-
-/// A `get` for contoso through the real client, as a build step with these variables (and no
-/// others from the world) runs it.
-fn step_get(w: &World, vars: &[(&str, &str)]) -> std::process::Output {
-    let mut c = w.command(CLIENT);
-    for (k, v) in vars {
-        c.env(k, v);
-    }
-    c.arg("get");
-    let input = format!(
-        "protocol=https\nhost={}\npath=contoso/p/_git/r\n\n",
-        w.ado.host()
-    );
-    run_with_input(&mut c, input.as_bytes())
 }
 
 /// Three steps of one build agent share the daemon the first one started. A variable a

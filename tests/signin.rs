@@ -277,21 +277,24 @@ fn the_tenant_can_be_overridden_on_the_command_line_and_in_the_configuration() {
     assert!(!w.ado.requests().iter().any(|r| r.method == "HEAD"));
 }
 
+/// How many refresh tokens the world's file store holds.
+fn stored_refresh_tokens(w: &World) -> usize {
+    let s =
+        std::fs::read_to_string(w.path("data/git-credential-azdo/refresh-tokens.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&s)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .len()
+}
+
 #[test]
 fn logout_one_organization_then_all() {
     let w = World::new();
     w.ado.set_org_tenant("fabrikam", OTHER_TENANT);
     w.login("contoso");
     w.login("fabrikam");
-    let rts = || -> usize {
-        let s = std::fs::read_to_string(w.path("data/git-credential-azdo/refresh-tokens.json"))
-            .unwrap();
-        serde_json::from_str::<serde_json::Value>(&s)
-            .unwrap()
-            .as_object()
-            .unwrap()
-            .len()
-    };
+    let rts = || stored_refresh_tokens(&w);
     assert_eq!(rts(), 2, "one account per tenant");
     ok(
         &w,
@@ -322,15 +325,7 @@ fn a_disconnected_account_is_never_refreshed_or_stored_again() {
     let daemon = w.daemon_in_process(Clock::manual(), tracing::Level::TRACE);
     w.login("contoso");
     w.login("fabrikam");
-    let rts = || -> usize {
-        let s = std::fs::read_to_string(w.path("data/git-credential-azdo/refresh-tokens.json"))
-            .unwrap();
-        serde_json::from_str::<serde_json::Value>(&s)
-            .unwrap()
-            .as_object()
-            .unwrap()
-            .len()
-    };
+    let rts = || stored_refresh_tokens(&w);
     ok(
         &w,
         &w.client(&["logout", "--org", "contoso"], ""),

@@ -501,6 +501,21 @@ pub fn run_with_input(c: &mut Command, input: &[u8]) -> Output {
     out
 }
 
+/// A `get` for contoso through the real client, as a build step with these variables (and no
+/// others from the world) runs it (no terminal: `GIT_TERMINAL_PROMPT=0`).
+pub fn step_get(w: &World, vars: &[(&str, &str)]) -> Output {
+    let mut c = w.command(CLIENT);
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    c.arg("get");
+    let input = format!(
+        "protocol=https\nhost={}\npath=contoso/p/_git/r\n\n",
+        w.ado.host()
+    );
+    run_with_input(&mut c, input.as_bytes())
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
