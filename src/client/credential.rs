@@ -144,7 +144,7 @@ pub(super) fn explain(
         _ => return message.to_string(),
     };
     // Entra's sentences end with a full stop; what follows brings its own.
-    format!("{}{then}", message.trim_end().trim_end_matches('.'))
+    super::then(message, &then)
 }
 
 /// May we wait for a person? Not with `GIT_TERMINAL_PROMPT=0`, `credential.interactive=false`,

@@ -54,7 +54,7 @@ pub enum Error {
 /// A message and the fix that follows it, as one sentence each.
 fn with_fix(message: &str, fix: Option<&str>) -> String {
     match fix {
-        Some(fix) => format!("{}. {fix}", message.trim_end_matches('.')),
+        Some(fix) => super::then(message, &format!(". {fix}")),
         None => message.to_string(),
     }
 }

@@ -42,6 +42,12 @@ const SHORT_DEADLINE: Duration = Duration::from_secs(10);
 /// Prefix of every line the client writes to stderr.
 pub const NAME: &str = "git-credential-azdo";
 
+/// `message` followed by `rest` (". Sign in with: …", "; the daemon tries again …"), with
+/// the message's own closing full stop (and trailing space) dropped: one full stop between.
+pub(crate) fn then(message: &str, rest: &str) -> String {
+    format!("{}{rest}", message.trim_end().trim_end_matches('.'))
+}
+
 /// The name of a response's kind, for "unexpected answer" messages.
 pub fn kind_of(r: &Response) -> &'static str {
     match r {

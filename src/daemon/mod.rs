@@ -159,17 +159,15 @@ impl Daemon {
             &settings.config.authority(),
         )
         .map_err(|e| DaemonError::Setup(e.to_string()))?;
-        let records =
-            store::Records::load_or_set_aside(&stores.data_dir).map_err(DaemonError::Records)?;
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
             store = %stores.secrets.describe(),
-            accounts = records.accounts.len(),
+            accounts = stores.records.accounts.len(),
             "daemon started"
         );
         let http = http_client(&settings.config)?;
         let gits = Arc::new(gits::Gits::new(settings.config.auth));
-        let broker = broker::Broker::new(settings, http, stores, records, clock, shutdown.clone());
+        let broker = broker::Broker::new(settings, http, stores, clock, shutdown.clone());
         Ok(Daemon {
             broker,
             gits,

@@ -53,15 +53,17 @@ impl Settings {
 }
 
 /// Where the daemon keeps what outlives a request: the secret store (refresh tokens, legacy
-/// apps' secrets) and the data directory (the account records).
+/// apps' secrets) and the data directory with the account records, read once here.
 #[derive(Clone)]
 pub struct Stores {
     pub secrets: Arc<dyn store::SecretStore>,
     pub data_dir: PathBuf,
+    pub records: store::Records,
 }
 
 impl Stores {
-    /// The configured secret store (`store` in the configuration) and `data_dir`.
+    /// The configured secret store (`store` in the configuration), and the records in
+    /// `data_dir` (a corrupt file is set aside).
     pub async fn open(config: &Config, data_dir: PathBuf) -> Result<Stores, DaemonError> {
         let secrets = store::choose(config.store, &data_dir)
             .await
@@ -74,7 +76,11 @@ impl Stores {
         if records.store != before && !records.accounts.is_empty() {
             records.save(&data_dir).map_err(DaemonError::Records)?;
         }
-        Ok(Stores { secrets, data_dir })
+        Ok(Stores {
+            secrets,
+            data_dir,
+            records,
+        })
     }
 }
 

@@ -352,21 +352,22 @@ pub async fn adopt(records: &mut Records, to: &dyn SecretStore, data_dir: &Path)
     let previous = records.store.clone();
     match previous.as_deref() {
         Some(old) if old != current && !records.accounts.is_empty() => {
-            let from: Arc<dyn SecretStore> = match old {
-                "file" => Arc::new(FileStore::new(data_dir.join("refresh-tokens.json"))),
-                "keyring" => match choose(StoreSetting::Keyring, data_dir).await {
-                    Ok(k) => k,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the sign-ins are in the OS keyring, which does not answer: not moved");
-                        return;
-                    }
-                },
+            let setting = match old {
+                "file" => StoreSetting::File,
+                "keyring" => StoreSetting::Keyring,
                 _ => {
                     tracing::warn!(
                         store = old,
                         "the sign-ins were kept in memory only: sign in again"
                     );
                     records.store = Some(current.to_string());
+                    return;
+                }
+            };
+            let from = match choose(setting, data_dir).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, store = old, "the previous store does not answer: the sign-ins were not moved");
                     return;
                 }
             };

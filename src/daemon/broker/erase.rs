@@ -27,16 +27,6 @@ pub struct Refusal {
     pub fix: String,
 }
 
-/// The tenant a `WWW-Authenticate: Bearer authorization_uri=https://…/{tenant}` names.
-fn challenged_tenant(wwwauth: &[String]) -> Option<String> {
-    wwwauth.iter().find_map(|w| {
-        let params = crate::daemon::challenge::bearer_params(w)?;
-        let uri = params.get("authorization_uri")?;
-        let tenant = uri.trim_end_matches('/').rsplit('/').next()?;
-        (!tenant.is_empty() && !tenant.contains(':')).then(|| tenant.to_string())
-    })
-}
-
 /// Refusals of this account's tokens by one organization.
 #[derive(Default, Clone, Copy)]
 pub(super) struct Denied {
@@ -138,9 +128,10 @@ impl Broker {
             .or(view.name)
             .unwrap_or_else(|| format!("account {}", slot.id));
         let message = format!("Azure DevOps refused the token of {who} for organization '{org}'");
-        let fix = match challenged_tenant(wwwauth)
-            .filter(|t| !t.eq_ignore_ascii_case(&token_tenant))
-        {
+        let challenged = wwwauth
+            .iter()
+            .find_map(|w| discovery::tenant_from_challenge(w));
+        let fix = match challenged.filter(|t| !t.eq_ignore_ascii_case(&token_tenant)) {
             Some(org_tenant) => match machine {
                 Some(_) => format!(
                     "The organization is in tenant {org_tenant}, the token is from tenant {token_tenant}: use an identity of tenant {org_tenant} (AZURE_TENANT_ID)"

@@ -163,7 +163,6 @@ impl Broker {
         settings: super::setup::Settings,
         http: reqwest::Client,
         stores: super::setup::Stores,
-        records: Records,
         clock: Clock,
         shutdown: CancellationToken,
     ) -> Arc<Broker> {
@@ -171,7 +170,12 @@ impl Broker {
             config,
             service_identity,
         } = settings;
-        let (store, data_dir) = (StoreHandle::new(stores.secrets), stores.data_dir);
+        let super::setup::Stores {
+            secrets,
+            data_dir,
+            records,
+        } = stores;
+        let store = StoreHandle::new(secrets);
         let entra = Entra::new(http.clone(), &config.authority(), config.client_id());
         let vssps = Vssps::new(http.clone(), &config.legacy_oauth_url());
         let direct = reqwest::Client::builder()
